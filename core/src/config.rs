@@ -1,0 +1,348 @@
+//! `config.toml`: the whole server configuration, parsed strictly.
+//!
+//! Unknown keys are errors (a typo must not silently fall back to a default),
+//! durations are written like `"15s"`, sizes like `"256KiB"`, and every error
+//! names the file, line, column and dotted key so `spout check` can point at it.
+
+use bytesize::ByteSize;
+use serde::{Deserialize, Deserializer};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The parsed configuration file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// HTTP server, SSE and request limits.
+    pub server: ServerConfig,
+    /// In-memory fan-out.
+    pub hub: HubConfig,
+    /// The durable event log.
+    pub log: LogConfig,
+}
+
+/// `[server]`: the listener and what every connection gets.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to bind; port 0 picks a free port (the log line shows which).
+    pub listen: SocketAddr,
+    /// Interval between `:` heartbeat comments on idle streams.
+    #[serde(deserialize_with = "positive_duration")]
+    pub heartbeat: Duration,
+    /// Reconnection delay sent to clients in the `retry:` field.
+    #[serde(with = "humantime_serde")]
+    pub retry: Duration,
+    /// How long shutdown waits for streams to close before dropping them.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// A client must finish sending request headers within this time.
+    #[serde(deserialize_with = "positive_duration")]
+    pub header_timeout: Duration,
+    /// A request body that sends nothing for this long is cut off (408).
+    #[serde(deserialize_with = "positive_duration")]
+    pub body_timeout: Duration,
+    /// Trust a `?user=` query parameter as the subscriber's identity. Only for
+    /// development: anyone can claim any user. Auth plugins replace it.
+    pub insecure_user_param: bool,
+    /// Cross-origin access; empty means same-origin only.
+    pub cors: CorsConfig,
+    /// Size and count limits.
+    pub limits: LimitsConfig,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            heartbeat: Duration::from_secs(15),
+            retry: Duration::from_secs(3),
+            shutdown_grace: Duration::from_secs(5),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            insecure_user_param: false,
+            cors: CorsConfig::default(),
+            limits: LimitsConfig::default(),
+        }
+    }
+}
+
+/// `[server.cors]`: which browser origins may use the API.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorsConfig {
+    /// Allowed origins (`"https://app.example"`), or `"*"` for any.
+    pub origins: Vec<String>,
+    /// Allow cookies and credentials (the origin is echoed, never `*`).
+    pub credentials: bool,
+}
+
+/// `[server.limits]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Concurrent SSE streams; past it new streams get 503.
+    #[serde(deserialize_with = "positive_usize")]
+    pub max_connections: usize,
+    /// Largest `data` of one event.
+    pub max_event_bytes: ByteSize,
+    /// Largest publish request body.
+    pub max_body_bytes: ByteSize,
+    /// Most `topic` parameters one subscription may name.
+    #[serde(deserialize_with = "positive_usize")]
+    pub max_topics: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_connections: 100_000,
+            max_event_bytes: ByteSize::kib(256),
+            max_body_bytes: ByteSize::mib(16),
+            max_topics: 100,
+        }
+    }
+}
+
+/// `[hub]`: per-subscriber buffering.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HubConfig {
+    /// Events buffered in memory per subscriber before it is switched to
+    /// catch-up reads from the log.
+    #[serde(deserialize_with = "positive_usize")]
+    pub queue: usize,
+    /// A subscriber still behind after this long is closed with `event: overflow`.
+    #[serde(deserialize_with = "positive_duration")]
+    pub catchup_timeout: Duration,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            queue: 1024,
+            catchup_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// When the log calls fsync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fsync {
+    /// Before acknowledging each group commit: acknowledged events survive a
+    /// power loss or `kill -9`.
+    Always,
+    /// Every `flush_interval` in the background: a crash loses at most that window.
+    Batch,
+    /// Leave it to the OS and to shutdown.
+    Never,
+}
+
+/// `[log]`: where and how events are stored.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Data directory; relative paths are resolved against the config file's directory.
+    pub path: PathBuf,
+    /// Durability mode.
+    pub fsync: Fsync,
+    /// Background flush interval for `fsync = "batch"`.
+    #[serde(deserialize_with = "positive_duration")]
+    pub flush_interval: Duration,
+    /// What to keep.
+    pub retention: RetentionConfig,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            path: PathBuf::from("data"),
+            fsync: Fsync::Batch,
+            flush_interval: Duration::from_millis(100),
+            retention: RetentionConfig::default(),
+        }
+    }
+}
+
+/// `[log.retention]`: the oldest events are removed when any bound is exceeded.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Drop events older than this.
+    #[serde(with = "humantime_serde::option")]
+    pub max_age: Option<Duration>,
+    /// Keep at most this many events.
+    pub max_events: Option<u64>,
+    /// Keep at most this many bytes of stored records.
+    pub max_bytes: Option<ByteSize>,
+    /// How often the background task enforces the bounds.
+    #[serde(deserialize_with = "positive_duration")]
+    pub interval: Duration,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            max_age: Some(Duration::from_secs(24 * 3600)),
+            max_events: Some(1_000_000),
+            max_bytes: None,
+            interval: Duration::from_secs(1),
+        }
+    }
+}
+
+fn positive_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let v = humantime_serde::deserialize::<Duration, D>(d)?;
+    if v.is_zero() {
+        return Err(serde::de::Error::custom("must be greater than zero"));
+    }
+    Ok(v)
+}
+
+fn positive_usize<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let v = usize::deserialize(d)?;
+    if v == 0 {
+        return Err(serde::de::Error::custom("must be at least 1"));
+    }
+    Ok(v)
+}
+
+/// A config file that could not be read or is invalid.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{file}: cannot read config: {source}")]
+    Read {
+        /// The file.
+        file: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not fit the schema.
+    #[error("{file}:{line}:{column}: invalid config{}: {message}", key.as_deref().map(|k| format!(" at key `{k}`")).unwrap_or_default())]
+    Invalid {
+        /// The file.
+        file: PathBuf,
+        /// 1-based line of the offending text.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// Dotted path of the offending key, when known.
+        key: Option<String>,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads and validates `file`, resolving relative paths against its directory.
+    pub fn load(file: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+            file: file.to_path_buf(),
+            source,
+        })?;
+        let mut config = Config::parse(&text, file)?;
+        if config.log.path.is_relative() {
+            let base = file.parent().unwrap_or(Path::new(""));
+            config.log.path = base.join(&config.log.path);
+        }
+        Ok(config)
+    }
+
+    /// Parses config text; `file` is only used in error messages.
+    pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
+        let invalid =
+            |span: Option<std::ops::Range<usize>>, key: Option<String>, message: String| {
+                let (line, column) = position(text, span.map_or(0, |s| s.start));
+                ConfigError::Invalid {
+                    file: file.to_path_buf(),
+                    line,
+                    column,
+                    key,
+                    message,
+                }
+            };
+        let de = toml::Deserializer::parse(text)
+            .map_err(|e| invalid(e.span(), None, e.message().trim().to_string()))?;
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let key = (path != ".").then_some(path);
+            let inner = e.into_inner();
+            invalid(inner.span(), key, inner.message().trim().to_string())
+        })
+    }
+}
+
+/// 1-based line and column (in characters) of byte `offset` in `text`.
+fn position(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn defaults_and_values() {
+        let c = parse(
+            "[server]\nlisten = \"127.0.0.1:0\"\nheartbeat = \"2s\"\n[log]\nfsync = \"always\"\nretention = { max_events = 10, max_bytes = \"1MiB\" }\n[server.limits]\nmax_event_bytes = \"1KiB\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.server.heartbeat, Duration::from_secs(2));
+        assert_eq!(c.server.retry, Duration::from_secs(3));
+        assert_eq!(c.log.fsync, Fsync::Always);
+        assert_eq!(c.log.retention.max_events, Some(10));
+        assert_eq!(c.log.retention.max_bytes, Some(ByteSize::mib(1)));
+        assert_eq!(c.server.limits.max_event_bytes, ByteSize::kib(1));
+        assert_eq!(c.server.limits.max_connections, 100_000);
+    }
+
+    #[test]
+    fn unknown_key_names_line_column_and_key() {
+        let err = parse("[server]\nheartbeat = \"1s\"\nlistn = \"x\"\n").unwrap_err();
+        let msg = err.to_string();
+        match err {
+            ConfigError::Invalid { line, column, .. } => assert_eq!((line, column), (3, 1)),
+            other => panic!("{other:?}"),
+        }
+        assert!(msg.starts_with("test.toml:3:1:"), "{msg}");
+        assert!(msg.contains("listn"), "{msg}");
+    }
+
+    #[test]
+    fn bad_value_names_the_key() {
+        let err = parse("[log]\nfsync = \"sometimes\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("test.toml:2:9:"), "{err}");
+        assert!(err.contains("`log.fsync`"), "{err}");
+        let err = parse("[server]\nheartbeat = \"0s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("server.heartbeat") && err.contains("greater than zero"),
+            "{err}"
+        );
+        let err = parse("[server]\nheartbeat = \"soon\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("server.heartbeat"), "{err}");
+    }
+
+    #[test]
+    fn syntax_error_has_position() {
+        let err = parse("[server\n").unwrap_err().to_string();
+        assert!(err.starts_with("test.toml:1:"), "{err}");
+    }
+}

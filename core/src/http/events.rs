@@ -1,0 +1,122 @@
+//! `GET /events`: open an SSE stream, resuming from `Last-Event-ID` if given.
+
+use super::{query_pairs, selectors, user_param, ApiError, Body, Conn};
+use crate::app::App;
+use crate::hub::{HubError, SubscribeSpec};
+use crate::sse;
+use crate::stream::{EventStream, StreamStart};
+use bytes::BytesMut;
+use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use http::{Request, Response, StatusCode};
+use http_body_util::Either;
+use std::sync::Arc;
+
+/// Parses the resume point: the `Last-Event-ID` header, else `?lastEventId=`.
+/// An empty value means "no resume point", as browsers send it.
+pub fn last_event_id<B>(
+    req: &Request<B>,
+    query: &[(String, String)],
+) -> Result<Option<u64>, ApiError> {
+    let header = req.headers().get("last-event-id").map(|v| {
+        v.to_str().map(str::to_owned).map_err(|_| {
+            ApiError::bad_request("invalid_last_event_id", "Last-Event-ID is not ASCII")
+        })
+    });
+    let value = match header {
+        Some(v) => Some(v?),
+        None => query
+            .iter()
+            .find(|(k, _)| k == "lastEventId")
+            .map(|(_, v)| v.clone()),
+    };
+    match value.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(v) => v.parse::<u64>().map(Some).map_err(|_| {
+            ApiError::bad_request(
+                "invalid_last_event_id",
+                format!("Last-Event-ID {v:?} is not an event id (a non-negative integer)"),
+            )
+        }),
+    }
+}
+
+/// Opens the stream. The subscriber is registered before the log head is
+/// read, so replay and live events meet without a gap (see [`crate::stream`]).
+pub fn subscribe<B>(
+    app: &Arc<App>,
+    conn: &Conn,
+    req: &Request<B>,
+) -> Result<Response<Body>, ApiError> {
+    let query = query_pairs(req);
+    let selectors = selectors(&query, app.config.server.limits.max_topics)?;
+    let user = user_param(app, &query)?;
+    let resume = last_event_id(req, &query)?;
+    let topics: Vec<String> = selectors.iter().map(|s| s.as_str().to_string()).collect();
+
+    let sub = app
+        .hub
+        .subscribe(SubscribeSpec {
+            selectors,
+            user,
+            kill: conn.kill.clone(),
+        })
+        .map_err(|e| match e {
+            HubError::Full(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too_many_connections",
+                e.to_string(),
+            ),
+            HubError::Closing => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                e.to_string(),
+            ),
+        })?;
+    let head = app.log.head();
+
+    let mut prelude = BytesMut::new();
+    prelude.extend_from_slice(&sse::retry_frame(app.config.server.retry));
+    prelude.extend_from_slice(&sse::control_frame(
+        "connected",
+        &serde_json::json!({ "connection": &*sub.subscriber.conn_id, "topics": topics, "last_id": head }),
+    ));
+    let (cursor, replay_until) = match resume {
+        None => (head, None),
+        Some(requested) => {
+            let trimmed = app.log.trimmed();
+            if requested < trimmed || requested > head {
+                let earliest = app.log.earliest().map_err(|e| {
+                    ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "storage_error",
+                        e.to_string(),
+                    )
+                })?;
+                prelude.extend_from_slice(&sse::control_frame(
+                    "reset",
+                    &serde_json::json!({ "requested": requested, "earliest": earliest }),
+                ));
+                (if requested > head { head } else { trimmed }, Some(head))
+            } else {
+                (requested, Some(head))
+            }
+        }
+    };
+    tracing::debug!(connection = %sub.subscriber.conn_id, peer = %conn.peer, ?resume, "stream opened");
+    let stream = EventStream::new(
+        sub,
+        app.log.clone(),
+        StreamStart {
+            prelude: prelude.freeze(),
+            cursor,
+            replay_until,
+            catchup_timeout: app.config.hub.catchup_timeout,
+        },
+    );
+    let mut resp = Response::new(Either::Right(stream));
+    let headers = resp.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(resp)
+}

@@ -1,0 +1,198 @@
+//! The HTTP API: routing, JSON errors and CORS around the route handlers.
+//!
+//! | route | handler |
+//! |---|---|
+//! | `GET /events` | [`events`]: the SSE stream |
+//! | `POST /publish` | [`publish`]: append events |
+//! | `GET /poll` | [`poll`]: JSON pages for clients without SSE |
+//! | `GET /metrics`, `/healthz`, `/readyz`, `/stats` | [`ops`] |
+
+pub mod cors;
+pub mod events;
+pub mod ops;
+pub mod poll;
+pub mod publish;
+
+use crate::app::App;
+use crate::stream::EventStream;
+use crate::topic::Selector;
+use bytes::Bytes;
+use http::header::{HeaderValue, CONTENT_TYPE, ORIGIN};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{Either, Full};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// Every response body: a whole buffer or an SSE stream.
+pub type Body = Either<Full<Bytes>, EventStream>;
+
+/// What the server knows about the connection a request came on.
+#[derive(Debug, Clone)]
+pub struct Conn {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Cancelling it drops the connection (used for clients that stopped reading).
+    pub kill: CancellationToken,
+}
+
+/// An API error: status plus the JSON body `{"error": code, "detail": text}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable machine-readable code, also the metric label.
+    pub error: &'static str,
+    /// Human-readable explanation.
+    pub detail: String,
+}
+
+impl ApiError {
+    /// An error with the given status, code and detail.
+    pub fn new(status: StatusCode, error: &'static str, detail: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            error,
+            detail: detail.into(),
+        }
+    }
+
+    /// A 400 Bad Request.
+    pub fn bad_request(error: &'static str, detail: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, error, detail)
+    }
+
+    /// Renders the error, logging it at debug and counting it.
+    pub fn into_response(self) -> Response<Body> {
+        tracing::debug!(status = self.status.as_u16(), error = self.error, detail = %self.detail, "request rejected");
+        metrics::counter!("spout_http_errors_total", "error" => self.error).increment(1);
+        #[derive(serde::Serialize)]
+        struct ErrorBody<'a> {
+            error: &'a str,
+            detail: &'a str,
+        }
+        json_response(
+            self.status,
+            &ErrorBody {
+                error: self.error,
+                detail: &self.detail,
+            },
+        )
+    }
+}
+
+/// A JSON response with the given status.
+pub fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
+    let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    let mut resp = Response::new(Either::Left(Full::new(Bytes::from(body))));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// Handles one request; never fails (errors become JSON responses).
+pub async fn handle<B>(
+    app: Arc<App>,
+    conn: Conn,
+    req: Request<B>,
+) -> Result<Response<Body>, Infallible>
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let origin = req.headers().get(ORIGIN).cloned();
+    let cors = &app.config.server.cors;
+    let mut resp = if req.method() == Method::OPTIONS {
+        cors::preflight(cors, origin.as_ref(), &req)
+    } else {
+        route(&app, &conn, req)
+            .await
+            .unwrap_or_else(ApiError::into_response)
+    };
+    cors::apply(cors, origin.as_ref(), &mut resp);
+    Ok(resp)
+}
+
+async fn route<B>(app: &Arc<App>, conn: &Conn, req: Request<B>) -> Result<Response<Body>, ApiError>
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let path = req.uri().path();
+    match (req.method(), path) {
+        (&Method::GET, "/events") => events::subscribe(app, conn, &req),
+        (&Method::POST, "/publish") => publish::publish(app, req).await,
+        (&Method::GET, "/poll") => poll::poll(app, &req).await,
+        (&Method::GET, "/metrics") => Ok(ops::metrics(app)),
+        (&Method::GET, "/healthz") => Ok(ops::healthz()),
+        (&Method::GET, "/readyz") => Ok(ops::readyz(app)),
+        (&Method::GET, "/stats") => Ok(ops::stats(app)),
+        (_, "/events" | "/publish" | "/poll" | "/metrics" | "/healthz" | "/readyz" | "/stats") => {
+            Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{} is not allowed on {path}", req.method()),
+            ))
+        }
+        _ => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no route for {path}"),
+        )),
+    }
+}
+
+/// The decoded query string as (name, value) pairs, in order.
+pub fn query_pairs<B>(req: &Request<B>) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+        .into_owned()
+        .collect()
+}
+
+/// The `topic` parameters as selectors (at least one, at most `max`).
+pub fn selectors(query: &[(String, String)], max: usize) -> Result<Vec<Selector>, ApiError> {
+    let mut out: Vec<Selector> = Vec::new();
+    for (_, value) in query.iter().filter(|(k, _)| k == "topic") {
+        if out.len() == max {
+            return Err(ApiError::bad_request(
+                "too_many_topics",
+                format!("at most {max} topic parameters per request"),
+            ));
+        }
+        let sel = Selector::parse(value)
+            .map_err(|e| ApiError::bad_request("invalid_topic", format!("topic {value:?}: {e}")))?;
+        if !out.contains(&sel) {
+            out.push(sel);
+        }
+    }
+    if out.is_empty() {
+        return Err(ApiError::bad_request(
+            "missing_topic",
+            "give at least one topic parameter, e.g. ?topic=orders or ?topic=orders/*",
+        ));
+    }
+    Ok(out)
+}
+
+/// The subscriber's user from `?user=`, which is only honoured when
+/// `server.insecure_user_param` is on (anyone could claim any user).
+pub fn user_param(app: &App, query: &[(String, String)]) -> Result<Option<String>, ApiError> {
+    let Some((_, user)) = query.iter().find(|(k, _)| k == "user") else {
+        return Ok(None);
+    };
+    if !app.config.server.insecure_user_param {
+        return Err(ApiError::bad_request(
+            "user_param_disabled",
+            "the user query parameter is disabled; set server.insecure_user_param = true (development only)",
+        ));
+    }
+    if user.is_empty() || user.len() > crate::publish::MAX_FIELD_LEN {
+        return Err(ApiError::bad_request(
+            "invalid_user",
+            "user must be 1..=256 bytes",
+        ));
+    }
+    Ok(Some(user.clone()))
+}

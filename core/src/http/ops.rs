@@ -1,0 +1,62 @@
+//! Operations endpoints: Prometheus metrics, liveness, readiness, stats.
+
+use super::{json_response, ApiError, Body};
+use crate::app::App;
+use bytes::Bytes;
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::{Response, StatusCode};
+use http_body_util::{Either, Full};
+use serde_json::json;
+
+/// `GET /metrics`: Prometheus text exposition.
+pub fn metrics(app: &App) -> Response<Body> {
+    app.metrics.run_upkeep();
+    let mut resp = Response::new(Either::Left(Full::new(Bytes::from(app.metrics.render()))));
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    resp
+}
+
+/// `GET /healthz`: the process is up.
+pub fn healthz() -> Response<Body> {
+    json_response(StatusCode::OK, &json!({ "status": "ok" }))
+}
+
+/// `GET /readyz`: 200 while the log accepts writes and shutdown has not begun.
+pub fn readyz(app: &App) -> Response<Body> {
+    if app.is_ready() {
+        json_response(StatusCode::OK, &json!({ "status": "ready" }))
+    } else {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "the server is shutting down or its log is closed",
+        )
+        .into_response()
+    }
+}
+
+/// `GET /stats`: connections, users, topics and the log's extent as JSON.
+pub fn stats(app: &App) -> Response<Body> {
+    let hub = app.hub.stats();
+    let log = &app.log;
+    let first_id = log.earliest().ok().filter(|&e| e <= log.head());
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "connections": hub.connections,
+            "peak_connections": hub.peak_connections,
+            "users": hub.users,
+            "topics": hub.topics,
+            "log": {
+                "first_id": first_id,
+                "last_id": log.head(),
+                "events": log.count(),
+                "bytes": log.bytes(),
+            },
+            "uptime_seconds": app.started.elapsed().as_secs(),
+        }),
+    )
+}

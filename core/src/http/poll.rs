@@ -1,0 +1,125 @@
+//! `GET /poll`: pages of events as JSON, for clients that cannot hold an SSE stream.
+
+use super::{json_response, query_pairs, selectors, user_param, ApiError, Body};
+use crate::app::App;
+use crate::topic::any_matches;
+use http::{Request, Response, StatusCode};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use std::sync::Arc;
+
+/// Default and largest page size.
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 1000;
+/// Log records examined per request, so one poll cannot scan the whole log.
+const MAX_SCAN: usize = 10_000;
+
+fn number<T: std::str::FromStr>(
+    query: &[(String, String)],
+    name: &str,
+    code: &'static str,
+) -> Result<Option<T>, ApiError> {
+    match query.iter().find(|(k, _)| k == name) {
+        None => Ok(None),
+        Some((_, v)) => v.parse().map(Some).map_err(|_| {
+            ApiError::bad_request(code, format!("{name}={v:?} is not a non-negative integer"))
+        }),
+    }
+}
+
+/// One event in a poll page.
+#[derive(Serialize)]
+struct PolledEvent {
+    id: u64,
+    topic: String,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<String>,
+    /// The JSON value exactly as published (text payloads as a JSON string).
+    data: Box<RawValue>,
+    /// Milliseconds since the epoch when the log accepted it.
+    time: u64,
+}
+
+/// Set when `after` is older than retention: events were removed unseen.
+#[derive(Serialize)]
+struct Reset {
+    requested: u64,
+    earliest: u64,
+}
+
+#[derive(Serialize)]
+struct Page {
+    events: Vec<PolledEvent>,
+    next: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reset: Option<Reset>,
+}
+
+/// Returns `{"events": [...], "next": M}`; ask again with `after=M`.
+/// `next` moves past scanned records even when none matched, so a client
+/// never re-reads the same stretch of log.
+pub async fn poll<B>(app: &Arc<App>, req: &Request<B>) -> Result<Response<Body>, ApiError> {
+    let query = query_pairs(req);
+    let selectors = selectors(&query, app.config.server.limits.max_topics)?;
+    let user = user_param(app, &query)?;
+    let after: u64 = number(&query, "after", "invalid_after")?.unwrap_or(0);
+    let limit: usize = number(&query, "limit", "invalid_limit")?.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_limit",
+            format!("limit must be 1..={MAX_LIMIT}"),
+        ));
+    }
+    let log = app.log.clone();
+    let head = log.head();
+    let storage = |e: &dyn std::fmt::Display| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "storage_error",
+            e.to_string(),
+        )
+    };
+    let (events, end) = tokio::task::spawn_blocking(move || {
+        let mut events: Vec<PolledEvent> = Vec::new();
+        let end = log.scan(after, head, MAX_SCAN, |id, view| {
+            if any_matches(&selectors, view.topic) && view.visible_to(user.as_deref()) {
+                let json = if view.text {
+                    serde_json::to_string(&String::from_utf8_lossy(view.data))
+                        .unwrap_or_else(|_| "null".into())
+                } else {
+                    String::from_utf8_lossy(view.data).into_owned()
+                };
+                events.push(PolledEvent {
+                    id,
+                    topic: view.topic.to_string(),
+                    kind: view.kind.map(str::to_string),
+                    data: RawValue::from_string(json).unwrap_or_else(|_| RawValue::NULL.to_owned()),
+                    time: view.time_ms,
+                });
+            }
+            Ok(events.len() < limit)
+        });
+        end.map(|end| (events, end))
+    })
+    .await
+    .map_err(|e| storage(&e))?
+    .map_err(|e| storage(&e))?;
+    let trimmed = app.log.trimmed();
+    let reset = if after < trimmed {
+        let earliest = app.log.earliest().map_err(|e| storage(&e))?;
+        Some(Reset {
+            requested: after,
+            earliest,
+        })
+    } else {
+        None
+    };
+    Ok(json_response(
+        StatusCode::OK,
+        &Page {
+            events,
+            next: end.cursor,
+            reset,
+        },
+    ))
+}

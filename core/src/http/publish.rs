@@ -1,0 +1,122 @@
+//! `POST /publish`: validate the whole body, append it, answer with the ids.
+
+use super::{json_response, ApiError, Body};
+use crate::app::App;
+use crate::log::LogError;
+use crate::publish::{parse_body, BodyFormat, PublishError};
+use bytes::{Bytes, BytesMut};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+impl From<PublishError> for ApiError {
+    fn from(e: PublishError) -> ApiError {
+        let code = match &e {
+            PublishError::Json { .. } => "invalid_json",
+            PublishError::MissingTopic { .. } => "missing_topic",
+            PublishError::Topic { .. } => "invalid_topic",
+            PublishError::Field { .. } => "invalid_field",
+            PublishError::Empty => "empty_body",
+            PublishError::TooLarge { .. } => {
+                return ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "event_too_large",
+                    e.to_string(),
+                )
+            }
+        };
+        ApiError::bad_request(code, e.to_string())
+    }
+}
+
+/// Handles a publish request end to end.
+pub async fn publish<B>(app: &Arc<App>, req: Request<B>) -> Result<Response<Body>, ApiError>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let limits = &app.config.server.limits;
+    let content_type = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let format = BodyFormat::from_content_type(content_type).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("content-type {content_type:?} is not supported; use application/json or application/x-ndjson"),
+        )
+    })?;
+    let max_body = limits.max_body_bytes.as_u64() as usize;
+    let body = read_body(req, max_body, app.config.server.body_timeout).await?;
+    let events = parse_body(format, &body, limits.max_event_bytes.as_u64() as usize)?;
+    let count = events.len();
+    let ids = app.log.append(events).await.map_err(|e| match e {
+        LogError::Closed => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            e.to_string(),
+        ),
+        other => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "storage_error",
+            other.to_string(),
+        ),
+    })?;
+    tracing::debug!(count, first = ids.first().copied(), "published");
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({ "ids": ids }),
+    ))
+}
+
+/// Reads the body up to `max` bytes; a body that stalls for `idle` is cut off.
+async fn read_body<B>(req: Request<B>, max: usize, idle: Duration) -> Result<Bytes, ApiError>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the request body is over the limit of {max} bytes"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(too_large());
+    }
+    let mut body = req.into_body();
+    let mut buf = BytesMut::new();
+    loop {
+        let frame = tokio::time::timeout(idle, body.frame())
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    format!(
+                        "the request body stalled for {}",
+                        humantime::format_duration(idle)
+                    ),
+                )
+            })?;
+        let Some(frame) = frame else { break };
+        let frame = frame.map_err(|e| ApiError::bad_request("body_read_failed", e.to_string()))?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > max {
+                return Err(too_large());
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(buf.freeze())
+}

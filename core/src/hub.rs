@@ -1,0 +1,476 @@
+//! In-memory fan-out of committed events to subscribers, and nothing else.
+//!
+//! The log's appender thread calls [`Hub::fan_out`] with each committed batch,
+//! in id order. Subscribers are indexed by exact topic and by pattern, so an
+//! event costs one lookup plus one queue push per interested subscriber; the
+//! event's SSE frame was rendered once and is shared by reference count.
+//!
+//! Each subscriber has a bounded queue. When it is full the event is not
+//! queued: the subscriber is flagged as lagged and its stream (see
+//! [`crate::stream`]) catches up from the log, so a slow client never slows
+//! the publisher or other clients and never silently loses an event.
+//!
+//! One ticker serves every connection: it queues heartbeats and closes
+//! connections that stayed lagged without even reading (see [`Hub::tick`]).
+
+use crate::event::{now_ms, Event};
+use crate::metrics::TopicMetrics;
+use crate::topic::{Pattern, Selector};
+use bytes::Bytes;
+use metrics::{Counter, Gauge};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// What a subscriber's queue carries.
+#[derive(Debug, Clone)]
+pub enum Item {
+    /// A committed event.
+    Event(Arc<Event>),
+    /// Pre-rendered bytes (heartbeat) to write as they are.
+    Frame(Bytes),
+}
+
+/// Why a subscription was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HubError {
+    /// `max_connections` streams are already open.
+    #[error("the server holds its maximum of {0} connections")]
+    Full(usize),
+    /// The server is shutting down.
+    #[error("the server is shutting down")]
+    Closing,
+}
+
+/// What a new subscription asks for.
+#[derive(Debug, Clone)]
+pub struct SubscribeSpec {
+    /// Topics and patterns to receive.
+    pub selectors: Vec<Selector>,
+    /// The authenticated user, which events addressed with `to` must match.
+    pub user: Option<String>,
+    /// Cancels the whole connection; fired when the subscriber stays lagged
+    /// without reading.
+    pub kill: CancellationToken,
+}
+
+/// One subscriber as the hub sees it.
+pub struct Subscriber {
+    /// Connection id shown in the `connected` frame.
+    pub conn_id: Arc<str>,
+    /// The user events with `to` are matched against.
+    pub user: Option<Box<str>>,
+    /// What this subscriber receives.
+    pub selectors: Vec<Selector>,
+    key: u64,
+    tx: mpsc::Sender<Item>,
+    /// Set by the hub when an event could not be queued; cleared by the stream
+    /// when it starts catching up.
+    lagged: AtomicBool,
+    /// When `lagged` was last raised (ms since epoch), 0 when handled.
+    lagged_since: AtomicU64,
+    /// Set at shutdown: the stream sends `event: shutdown` and ends.
+    closing: AtomicBool,
+    /// Highest id queued, to queue an event once when several selectors match.
+    last_offered: AtomicU64,
+    kill: CancellationToken,
+}
+
+impl Subscriber {
+    /// Queues `ev` if this subscriber may see it; returns whether it was queued.
+    fn offer(&self, ev: &Arc<Event>, lagged: &Counter) -> bool {
+        if !ev.visible_to(self.user.as_deref()) {
+            return false;
+        }
+        if self.selectors.len() > 1 {
+            if ev.id <= self.last_offered.load(Ordering::Relaxed) {
+                return false;
+            }
+            self.last_offered.store(ev.id, Ordering::Relaxed);
+        }
+        match self.tx.try_send(Item::Event(ev.clone())) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                if !self.lagged.swap(true, Ordering::AcqRel) {
+                    self.lagged_since.store(now_ms(), Ordering::Release);
+                    lagged.increment(1);
+                }
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Takes the lagged flag: true means events were dropped from the queue
+    /// and the stream must catch up from the log.
+    pub fn take_lagged(&self) -> bool {
+        if self.lagged.swap(false, Ordering::AcqRel) {
+            self.lagged_since.store(0, Ordering::Release);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whether the server is shutting down this subscriber.
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+}
+
+/// A live subscription: the queue's receiving end. Dropping it (the client
+/// went away) removes the subscriber from the hub at once.
+pub struct Subscription {
+    /// The hub's view of this subscriber.
+    pub subscriber: Arc<Subscriber>,
+    /// Events and frames queued for this subscriber.
+    pub rx: mpsc::Receiver<Item>,
+    hub: Hub,
+}
+
+impl Subscription {
+    /// Counts this stream being closed with `event: overflow`.
+    pub fn count_overflow(&self) {
+        self.hub.count_overflow();
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.hub.remove(&self.subscriber);
+    }
+}
+
+#[derive(Default)]
+struct Routes {
+    exact: HashMap<Arc<str>, Vec<Arc<Subscriber>>>,
+    patterns: HashMap<Arc<str>, (Pattern, Vec<Arc<Subscriber>>)>,
+    all: HashMap<u64, Arc<Subscriber>>,
+    users: HashMap<Box<str>, usize>,
+}
+
+/// Live counts for `/stats`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct HubStats {
+    /// Open SSE streams.
+    pub connections: usize,
+    /// Most streams open at once since start.
+    pub peak_connections: usize,
+    /// Distinct users among open streams.
+    pub users: usize,
+    /// Distinct topics and patterns subscribed to.
+    pub topics: usize,
+}
+
+struct Inner {
+    routes: RwLock<Routes>,
+    next_key: AtomicU64,
+    /// Distinguishes connection ids across restarts.
+    conn_prefix: String,
+    count: AtomicUsize,
+    peak: AtomicUsize,
+    max_connections: usize,
+    queue: usize,
+    closing: AtomicBool,
+    topics: Mutex<TopicMetrics>,
+    connections: Gauge,
+    connections_total: Counter,
+    lagged: Counter,
+    overflow: Counter,
+}
+
+/// The fan-out hub; clones share it.
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+impl Hub {
+    /// A hub that admits `max_connections` subscribers with `queue` slots each.
+    pub fn new(max_connections: usize, queue: usize) -> Hub {
+        Hub {
+            inner: Arc::new(Inner {
+                routes: RwLock::new(Routes::default()),
+                next_key: AtomicU64::new(1),
+                conn_prefix: format!("{:x}", now_ms()),
+                count: AtomicUsize::new(0),
+                peak: AtomicUsize::new(0),
+                max_connections,
+                queue,
+                closing: AtomicBool::new(false),
+                topics: Mutex::new(TopicMetrics::default()),
+                connections: metrics::gauge!("spout_connections"),
+                connections_total: metrics::counter!("spout_connections_total"),
+                lagged: metrics::counter!("spout_subscribers_lagged_total"),
+                overflow: metrics::counter!("spout_subscribers_overflow_total"),
+            }),
+        }
+    }
+
+    /// Registers a subscriber; events committed from now on are queued for it.
+    pub fn subscribe(&self, spec: SubscribeSpec) -> Result<Subscription, HubError> {
+        let inner = &self.inner;
+        if inner.closing.load(Ordering::Acquire) {
+            return Err(HubError::Closing);
+        }
+        let n = inner.count.fetch_add(1, Ordering::AcqRel) + 1;
+        if n > inner.max_connections {
+            inner.count.fetch_sub(1, Ordering::AcqRel);
+            return Err(HubError::Full(inner.max_connections));
+        }
+        inner.peak.fetch_max(n, Ordering::Relaxed);
+        let key = inner.next_key.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(inner.queue);
+        let subscriber = Arc::new(Subscriber {
+            conn_id: format!("{}-{key:x}", inner.conn_prefix).into(),
+            user: spec.user.map(String::into_boxed_str),
+            selectors: spec.selectors,
+            key,
+            tx,
+            lagged: AtomicBool::new(false),
+            lagged_since: AtomicU64::new(0),
+            closing: AtomicBool::new(false),
+            last_offered: AtomicU64::new(0),
+            kill: spec.kill,
+        });
+        {
+            let mut routes = write(&inner.routes);
+            for sel in &subscriber.selectors {
+                match sel {
+                    Selector::Exact(t) => routes
+                        .exact
+                        .entry(t.clone())
+                        .or_default()
+                        .push(subscriber.clone()),
+                    Selector::Pattern(p) => routes
+                        .patterns
+                        .entry(p.text().clone())
+                        .or_insert_with(|| (p.clone(), Vec::new()))
+                        .1
+                        .push(subscriber.clone()),
+                }
+            }
+            if let Some(user) = &subscriber.user {
+                *routes.users.entry(user.clone()).or_default() += 1;
+            }
+            routes.all.insert(key, subscriber.clone());
+        }
+        inner.connections.set(n as f64);
+        inner.connections_total.increment(1);
+        Ok(Subscription {
+            subscriber,
+            rx,
+            hub: self.clone(),
+        })
+    }
+
+    fn remove(&self, sub: &Arc<Subscriber>) {
+        let inner = &self.inner;
+        {
+            let mut routes = write(&inner.routes);
+            for sel in &sub.selectors {
+                match sel {
+                    Selector::Exact(t) => {
+                        if let Some(list) = routes.exact.get_mut(t) {
+                            list.retain(|s| s.key != sub.key);
+                            if list.is_empty() {
+                                routes.exact.remove(t);
+                            }
+                        }
+                    }
+                    Selector::Pattern(p) => {
+                        if let Some((_, list)) = routes.patterns.get_mut(p.text()) {
+                            list.retain(|s| s.key != sub.key);
+                            if list.is_empty() {
+                                routes.patterns.remove(p.text());
+                            }
+                        }
+                    }
+                }
+            }
+            if let Some(user) = &sub.user {
+                if let Some(n) = routes.users.get_mut(user) {
+                    *n -= 1;
+                    if *n == 0 {
+                        routes.users.remove(user);
+                    }
+                }
+            }
+            routes.all.remove(&sub.key);
+        }
+        let n = inner.count.fetch_sub(1, Ordering::AcqRel) - 1;
+        inner.connections.set(n as f64);
+    }
+
+    /// Queues each event for every subscriber whose selectors match it.
+    /// Called by the log's appender with each committed batch, in id order;
+    /// never blocks on a subscriber.
+    pub fn fan_out(&self, events: &[Arc<Event>]) {
+        let inner = &self.inner;
+        let routes = read(&inner.routes);
+        let mut topics = inner.topics.lock().unwrap_or_else(|e| e.into_inner());
+        for ev in events {
+            let mut delivered = 0u64;
+            if let Some(list) = routes.exact.get(&*ev.topic) {
+                for s in list {
+                    delivered += u64::from(s.offer(ev, &inner.lagged));
+                }
+            }
+            for (pattern, list) in routes.patterns.values() {
+                if pattern.matches(&ev.topic) {
+                    for s in list {
+                        delivered += u64::from(s.offer(ev, &inner.lagged));
+                    }
+                }
+            }
+            let m = topics.get(&ev.topic);
+            m.published.increment(1);
+            m.delivered.increment(delivered);
+        }
+    }
+
+    /// Queues `frame` (a heartbeat) for every subscriber, and cancels the
+    /// connection of any subscriber that has been lagged for longer than
+    /// `stuck_after` without its stream noticing — a client that stopped
+    /// reading altogether. Called by one ticker for all connections.
+    pub fn tick(&self, frame: &Bytes, stuck_after: Duration) {
+        let now = now_ms();
+        let stuck_ms = stuck_after.as_millis() as u64;
+        let routes = read(&self.inner.routes);
+        for s in routes.all.values() {
+            let _ = s.tx.try_send(Item::Frame(frame.clone()));
+            let since = s.lagged_since.load(Ordering::Acquire);
+            if since != 0 && now.saturating_sub(since) > stuck_ms && !s.kill.is_cancelled() {
+                tracing::info!(connection = %s.conn_id, "closing a subscriber that stopped reading");
+                self.inner.overflow.increment(1);
+                s.kill.cancel();
+            }
+        }
+    }
+
+    fn count_overflow(&self) {
+        self.inner.overflow.increment(1);
+    }
+
+    /// Stops admitting subscribers and tells every stream to send
+    /// `event: shutdown` and end.
+    pub fn close_all(&self) {
+        self.inner.closing.store(true, Ordering::Release);
+        let routes = read(&self.inner.routes);
+        for s in routes.all.values() {
+            s.closing.store(true, Ordering::Release);
+            // Wakes the stream; if the queue is full the stream is busy and
+            // sees the flag on its next poll.
+            let _ = s.tx.try_send(Item::Frame(Bytes::new()));
+        }
+    }
+
+    /// Current counts.
+    pub fn stats(&self) -> HubStats {
+        let routes = read(&self.inner.routes);
+        HubStats {
+            connections: self.inner.count.load(Ordering::Acquire),
+            peak_connections: self.inner.peak.load(Ordering::Relaxed),
+            users: routes.users.len(),
+            topics: routes.exact.len() + routes.patterns.len(),
+        }
+    }
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Data, NewEvent};
+
+    fn event(id: u64, topic: &str, to: Option<&str>) -> Arc<Event> {
+        Arc::new(Event::new(
+            id,
+            0,
+            NewEvent {
+                topic: topic.into(),
+                kind: None,
+                data: Data::Text(id.to_string()),
+                to: to.map(Into::into),
+                key: None,
+            },
+        ))
+    }
+
+    fn spec(sels: &[&str], user: Option<&str>) -> SubscribeSpec {
+        SubscribeSpec {
+            selectors: sels.iter().map(|s| Selector::parse(s).unwrap()).collect(),
+            user: user.map(Into::into),
+            kill: CancellationToken::new(),
+        }
+    }
+
+    fn drain(sub: &mut Subscription) -> Vec<u64> {
+        let mut ids = Vec::new();
+        while let Ok(item) = sub.rx.try_recv() {
+            if let Item::Event(e) = item {
+                ids.push(e.id);
+            }
+        }
+        ids
+    }
+
+    #[test]
+    fn routes_by_topic_pattern_and_user() {
+        let hub = Hub::new(10, 16);
+        let mut exact = hub.subscribe(spec(&["orders"], None)).unwrap();
+        let mut both = hub
+            .subscribe(spec(&["orders/*", "orders/**"], None))
+            .unwrap();
+        let mut bob = hub.subscribe(spec(&["orders"], Some("bob"))).unwrap();
+        hub.fan_out(&[
+            event(1, "orders", None),
+            event(2, "orders/1", None),
+            event(3, "orders/1/2", None),
+            event(4, "orders", Some("bob")),
+            event(5, "other", None),
+        ]);
+        assert_eq!(drain(&mut exact), [1]);
+        assert_eq!(drain(&mut both), [2, 3]);
+        assert_eq!(drain(&mut bob), [1, 4]);
+        assert_eq!(hub.stats().users, 1);
+        assert_eq!(hub.stats().topics, 3);
+    }
+
+    #[test]
+    fn full_queue_flags_lag_and_drop_unregisters() {
+        let hub = Hub::new(2, 2);
+        let mut sub = hub.subscribe(spec(&["t"], None)).unwrap();
+        hub.fan_out(&[
+            event(1, "t", None),
+            event(2, "t", None),
+            event(3, "t", None),
+        ]);
+        assert!(sub.subscriber.take_lagged());
+        assert!(!sub.subscriber.take_lagged());
+        assert_eq!(drain(&mut sub), [1, 2]);
+        let _second = hub.subscribe(spec(&["t"], None)).unwrap();
+        assert_eq!(
+            hub.subscribe(spec(&["t"], None)).err(),
+            Some(HubError::Full(2))
+        );
+        drop(sub);
+        assert_eq!(hub.stats().connections, 1);
+        assert_eq!(hub.stats().peak_connections, 2);
+        hub.close_all();
+        assert_eq!(
+            hub.subscribe(spec(&["t"], None)).err(),
+            Some(HubError::Closing)
+        );
+    }
+}

@@ -1,0 +1,27 @@
+//! Spout: a single-binary, real-time event platform.
+//!
+//! Publishers `POST /publish`; every event is appended to a durable log
+//! ([`log`]) and only then acknowledged and fanned out ([`hub`]) to
+//! Server-Sent Events subscribers ([`stream`], framed by [`sse`]). Clients
+//! resume with `Last-Event-ID` from the log, so a reconnect loses nothing.
+//!
+//! ```text
+//! POST /publish ─> publish (parse, validate) ─> log.append (id, fsync) ─> hub ─> stream ─> SSE frames
+//!                                                      └─ replay / catch-up / GET /poll read the log
+//! ```
+//!
+//! [`server::run`] serves an [`app::App`] on any listener until a shutdown
+//! future resolves; `main.rs` is only the command line around it.
+
+pub mod app;
+pub mod config;
+pub mod event;
+pub mod http;
+pub mod hub;
+pub mod log;
+pub mod metrics;
+pub mod publish;
+pub mod server;
+pub mod sse;
+pub mod stream;
+pub mod topic;

@@ -1,0 +1,567 @@
+//! The durable event log: the source of truth for every event.
+//!
+//! Events are stored in sled, keyed by their big-endian `u64` id, so id order
+//! is key order and replay is a range scan. One appender thread owns the
+//! write path: it drains every append request that is waiting, assigns ids,
+//! writes them as one sled batch, fsyncs once when `fsync = "always"`, hands
+//! the events to the fan-out sink and only then answers the publishers. That
+//! is group commit: concurrent publishers share one flush.
+//!
+//! Ids never go backwards, not even when retention empties the log and the
+//! server restarts: the highest id ever assigned is kept in a `meta` tree.
+
+mod record;
+mod retention;
+
+pub use record::{decode, RecordError, View};
+
+use crate::config::{Fsync, LogConfig};
+use crate::event::{now_ms, Event, NewEvent};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::Instant;
+use tokio::sync::oneshot;
+
+/// Most append requests one group commit takes at once.
+const MAX_GROUP: usize = 1024;
+const META_HEAD: &[u8] = b"head";
+const META_TRIMMED: &[u8] = b"trimmed";
+
+/// What the appender calls with every committed batch, in id order; the hub.
+pub type Sink = Arc<dyn Fn(&[Arc<Event>]) + Send + Sync>;
+
+/// A failure of the log; publishers see it as a 5xx.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// The data directory could not be opened (in use, unreadable, corrupt).
+    #[error("cannot open the log at {path}: {source}")]
+    Open {
+        /// The data directory.
+        path: PathBuf,
+        /// What sled reported.
+        source: sled::Error,
+    },
+    /// A read or write failed.
+    #[error("storage error: {0}")]
+    Storage(#[from] sled::Error),
+    /// A stored record could not be decoded.
+    #[error("record {id} is unreadable: {source}")]
+    Corrupt {
+        /// The event id.
+        id: u64,
+        /// What is wrong with it.
+        source: RecordError,
+    },
+    /// A group commit failed; every publisher in it gets this.
+    #[error("append failed: {0}")]
+    Append(String),
+    /// The log was closed (shutdown) before the request was handled.
+    #[error("the log is closed")]
+    Closed,
+}
+
+/// How far a [`EventLog::scan`] got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScanEnd {
+    /// Every id up to and including this one has been looked at.
+    pub cursor: u64,
+    /// Whether the scan reached `until` (rather than stopping early).
+    pub complete: bool,
+}
+
+struct Job {
+    events: Vec<NewEvent>,
+    reply: oneshot::Sender<Result<Vec<u64>, LogError>>,
+}
+
+/// State shared by the handle, the appender thread and the retention thread.
+struct Shared {
+    db: sled::Db,
+    events: sled::Tree,
+    meta: sled::Tree,
+    /// `topic \0 key` → id, for idempotent publishing.
+    dedupe: sled::Tree,
+    fsync: Fsync,
+    /// Highest id committed (0 before the first event).
+    head: AtomicU64,
+    /// Highest id removed by retention; replay from before it needs a reset.
+    trimmed: AtomicU64,
+    /// Number of stored events.
+    count: AtomicU64,
+    /// Bytes of stored records.
+    bytes: AtomicU64,
+    /// Set when the appender stops (closed or failed); readiness reads it.
+    stopped: AtomicBool,
+}
+
+/// A handle to the open log; clones share it.
+#[derive(Clone)]
+pub struct EventLog {
+    shared: Arc<Shared>,
+    sender: Arc<RwLock<Option<mpsc::Sender<Job>>>>,
+    threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    stop_retention: Arc<Mutex<Option<mpsc::Sender<()>>>>,
+}
+
+fn id_key(id: u64) -> [u8; 8] {
+    id.to_be_bytes()
+}
+
+fn key_id(key: &[u8]) -> u64 {
+    key.try_into().map(u64::from_be_bytes).unwrap_or(0)
+}
+
+fn dedupe_key(topic: &str, key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(topic.len() + key.len() + 1);
+    k.extend_from_slice(topic.as_bytes());
+    k.push(0);
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+fn meta_u64(meta: &sled::Tree, key: &[u8]) -> Result<u64, sled::Error> {
+    Ok(meta.get(key)?.map_or(0, |v| key_id(&v)))
+}
+
+impl EventLog {
+    /// Opens (or creates) the log in `config.path` and starts its threads.
+    /// Every committed batch is passed to `sink` before publishers are answered.
+    pub fn open(config: &LogConfig, sink: Sink) -> Result<EventLog, LogError> {
+        let open_err = |source| LogError::Open {
+            path: config.path.clone(),
+            source,
+        };
+        let flush_every = match config.fsync {
+            Fsync::Batch => Some(config.flush_interval.as_millis().max(1) as u64),
+            Fsync::Always | Fsync::Never => None,
+        };
+        let db = sled::Config::new()
+            .path(&config.path)
+            .mode(sled::Mode::HighThroughput)
+            .cache_capacity(256 * 1024 * 1024)
+            .flush_every_ms(flush_every)
+            .open()
+            .map_err(open_err)?;
+        let events = db.open_tree("events").map_err(open_err)?;
+        let meta = db.open_tree("meta").map_err(open_err)?;
+        let dedupe = db.open_tree("dedupe").map_err(open_err)?;
+
+        let (mut count, mut bytes) = (0u64, 0u64);
+        for item in events.iter() {
+            let (_, v) = item?;
+            count += 1;
+            bytes += v.len() as u64;
+        }
+        let last = events.last()?.map_or(0, |(k, _)| key_id(&k));
+        let head = last.max(meta_u64(&meta, META_HEAD)?);
+        let trimmed = meta_u64(&meta, META_TRIMMED)?;
+        tracing::info!(path = %config.path.display(), events = count, bytes, head, "log opened");
+
+        let shared = Arc::new(Shared {
+            db,
+            events,
+            meta,
+            dedupe,
+            fsync: config.fsync,
+            head: AtomicU64::new(head),
+            trimmed: AtomicU64::new(trimmed),
+            count: AtomicU64::new(count),
+            bytes: AtomicU64::new(bytes),
+            stopped: AtomicBool::new(false),
+        });
+        shared.publish_gauges();
+
+        let (tx, rx) = mpsc::channel::<Job>();
+        let appender = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("spout-log-append".into())
+                .spawn(move || run_appender(shared, rx, sink))
+                .map_err(|e| LogError::Open {
+                    path: config.path.clone(),
+                    source: sled::Error::Io(e),
+                })?
+        };
+        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let retention = {
+            let shared = shared.clone();
+            let cfg = config.retention.clone();
+            std::thread::Builder::new()
+                .name("spout-log-retention".into())
+                .spawn(move || retention::run(shared, cfg, stop_rx))
+                .map_err(|e| LogError::Open {
+                    path: config.path.clone(),
+                    source: sled::Error::Io(e),
+                })?
+        };
+        Ok(EventLog {
+            shared,
+            sender: Arc::new(RwLock::new(Some(tx))),
+            threads: Arc::new(Mutex::new(vec![appender, retention])),
+            stop_retention: Arc::new(Mutex::new(Some(stop_tx))),
+        })
+    }
+
+    /// Appends events in order and returns their ids once they are committed
+    /// (and fsynced, with `fsync = "always"`). A request is all or nothing.
+    pub async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<u64>, LogError> {
+        let (reply, rx) = oneshot::channel();
+        {
+            let guard = self.sender.read().map_err(|_| LogError::Closed)?;
+            let sender = guard.as_ref().ok_or(LogError::Closed)?;
+            sender
+                .send(Job { events, reply })
+                .map_err(|_| LogError::Closed)?;
+        }
+        rx.await.map_err(|_| LogError::Closed)?
+    }
+
+    /// Highest committed id (0 when nothing was ever appended).
+    pub fn head(&self) -> u64 {
+        self.shared.head.load(Ordering::Acquire)
+    }
+
+    /// Highest id removed by retention (0 when nothing was removed).
+    pub fn trimmed(&self) -> u64 {
+        self.shared.trimmed.load(Ordering::Acquire)
+    }
+
+    /// Lowest id still stored, or `head + 1` when the log is empty.
+    pub fn earliest(&self) -> Result<u64, LogError> {
+        Ok(match self.shared.events.first()? {
+            Some((k, _)) => key_id(&k),
+            None => self.head() + 1,
+        })
+    }
+
+    /// Number of stored events.
+    pub fn count(&self) -> u64 {
+        self.shared.count.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of stored records.
+    pub fn bytes(&self) -> u64 {
+        self.shared.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Whether the log accepts appends (open and its writer alive).
+    pub fn is_ready(&self) -> bool {
+        !self.shared.stopped.load(Ordering::Acquire)
+    }
+
+    /// Visits stored events with `after < id <= until` in id order, at most
+    /// `max_scan` of them, until `visit` returns `false`.
+    pub fn scan(
+        &self,
+        after: u64,
+        until: u64,
+        max_scan: usize,
+        mut visit: impl FnMut(u64, View<'_>) -> Result<bool, LogError>,
+    ) -> Result<ScanEnd, LogError> {
+        if after >= until {
+            return Ok(ScanEnd {
+                cursor: after.max(until),
+                complete: true,
+            });
+        }
+        let mut cursor = after;
+        let mut seen = 0usize;
+        for item in self.shared.events.range(id_key(after + 1)..=id_key(until)) {
+            if seen == max_scan {
+                return Ok(ScanEnd {
+                    cursor,
+                    complete: false,
+                });
+            }
+            let (k, v) = item?;
+            let id = key_id(&k);
+            let view = decode(&v).map_err(|source| LogError::Corrupt { id, source })?;
+            seen += 1;
+            cursor = id;
+            if !visit(id, view)? {
+                return Ok(ScanEnd {
+                    cursor,
+                    complete: cursor == until,
+                });
+            }
+        }
+        Ok(ScanEnd {
+            cursor: until,
+            complete: true,
+        })
+    }
+
+    /// Stops the writer and the retention task and flushes everything to disk.
+    /// Appends after this fail with [`LogError::Closed`].
+    pub fn close(&self) -> Result<(), LogError> {
+        if let Ok(mut sender) = self.sender.write() {
+            sender.take();
+        }
+        if let Ok(mut stop) = self.stop_retention.lock() {
+            stop.take();
+        }
+        let threads = match self.threads.lock() {
+            Ok(mut t) => std::mem::take(&mut *t),
+            Err(_) => Vec::new(),
+        };
+        for t in threads {
+            if t.join().is_err() {
+                tracing::error!("a log thread panicked");
+            }
+        }
+        self.shared.stopped.store(true, Ordering::Release);
+        self.shared.db.flush()?;
+        Ok(())
+    }
+}
+
+impl Shared {
+    fn publish_gauges(&self) {
+        metrics::gauge!("spout_log_events").set(self.count.load(Ordering::Relaxed) as f64);
+        metrics::gauge!("spout_log_bytes").set(self.bytes.load(Ordering::Relaxed) as f64);
+        metrics::gauge!("spout_log_last_id").set(self.head.load(Ordering::Relaxed) as f64);
+    }
+}
+
+fn run_appender(shared: Arc<Shared>, rx: mpsc::Receiver<Job>, sink: Sink) {
+    let latency = metrics::histogram!("spout_log_append_seconds");
+    let commits = metrics::counter!("spout_log_commits_total");
+    while let Ok(first) = rx.recv() {
+        let started = Instant::now();
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let (events, result) = commit(&shared, &mut jobs);
+        // Whatever is in the log is fanned out, even if a later step of the
+        // commit failed: subscribers must never miss a stored event.
+        if !events.is_empty() {
+            sink(&events);
+        }
+        match result {
+            Ok(ids) => {
+                for (job, ids) in jobs.into_iter().zip(ids) {
+                    let _ = job.reply.send(Ok(ids));
+                }
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "log append failed");
+                metrics::counter!("spout_log_errors_total").increment(1);
+                let msg = err.to_string();
+                for job in jobs {
+                    let _ = job.reply.send(Err(LogError::Append(msg.clone())));
+                }
+            }
+        }
+        commits.increment(1);
+        latency.record(started.elapsed().as_secs_f64());
+        shared.publish_gauges();
+    }
+    shared.stopped.store(true, Ordering::Release);
+}
+
+/// Writes every job's events as one batch. Returns the events that reached
+/// the log (for fan-out) and each job's ids, or the error that kept the commit
+/// from completing. Ids advance as soon as the batch is in the tree, so a later
+/// failure (fsync, say) can never lead to an id being reused.
+fn commit(shared: &Shared, jobs: &mut [Job]) -> (Vec<Arc<Event>>, Result<Vec<Vec<u64>>, LogError>) {
+    let time_ms = now_ms();
+    let mut next = shared.head.load(Ordering::Acquire) + 1;
+    let mut batch = sled::Batch::default();
+    let mut dedupe_batch = sled::Batch::default();
+    let mut fresh_keys: HashMap<Vec<u8>, u64> = HashMap::new();
+    let mut events = Vec::new();
+    let mut all_ids = Vec::with_capacity(jobs.len());
+    let mut bytes = 0u64;
+    for job in jobs.iter_mut() {
+        let mut ids = Vec::with_capacity(job.events.len());
+        for ne in job.events.drain(..) {
+            if let Some(key) = &ne.key {
+                let dk = dedupe_key(&ne.topic, key);
+                let known = match fresh_keys.get(&dk) {
+                    Some(id) => Some(*id),
+                    None => match shared.dedupe.get(&dk) {
+                        Ok(v) => v.map(|v| key_id(&v)),
+                        Err(e) => return (Vec::new(), Err(e.into())),
+                    },
+                };
+                if let Some(id) = known {
+                    ids.push(id);
+                    continue;
+                }
+                dedupe_batch.insert(dk.clone(), &id_key(next));
+                fresh_keys.insert(dk, next);
+            }
+            let event = Event::new(next, time_ms, ne);
+            let rec = record::encode(&event);
+            bytes += rec.len() as u64;
+            batch.insert(&id_key(next), rec);
+            ids.push(next);
+            events.push(Arc::new(event));
+            next += 1;
+        }
+        all_ids.push(ids);
+    }
+    if events.is_empty() {
+        return (events, Ok(all_ids));
+    }
+    if let Err(e) = shared.events.apply_batch(batch) {
+        return (Vec::new(), Err(e.into()));
+    }
+    shared.head.store(next - 1, Ordering::Release);
+    shared
+        .count
+        .fetch_add(events.len() as u64, Ordering::Relaxed);
+    shared.bytes.fetch_add(bytes, Ordering::Relaxed);
+    let finish = || -> Result<(), LogError> {
+        shared.dedupe.apply_batch(dedupe_batch)?;
+        shared.meta.insert(META_HEAD, &id_key(next - 1))?;
+        if shared.fsync == Fsync::Always {
+            shared.db.flush()?;
+        }
+        Ok(())
+    };
+    let result = finish().map(|()| all_ids);
+    (events, result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Data;
+
+    fn config(dir: &std::path::Path, fsync: Fsync) -> LogConfig {
+        LogConfig {
+            path: dir.to_path_buf(),
+            fsync,
+            ..LogConfig::default()
+        }
+    }
+
+    fn ev(topic: &str, text: &str, key: Option<&str>) -> NewEvent {
+        NewEvent {
+            topic: topic.into(),
+            kind: None,
+            data: Data::Text(text.into()),
+            to: None,
+            key: key.map(Into::into),
+        }
+    }
+
+    fn collect(log: &EventLog, after: u64) -> Vec<(u64, String)> {
+        let mut out = Vec::new();
+        log.scan(after, log.head(), usize::MAX, |id, v| {
+            out.push((id, String::from_utf8_lossy(v.data).into_owned()));
+            Ok(true)
+        })
+        .unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn ids_increase_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink: Sink = {
+            let seen = seen.clone();
+            Arc::new(move |evs: &[Arc<Event>]| {
+                seen.lock().unwrap().extend(evs.iter().map(|e| e.id));
+            })
+        };
+        let log = EventLog::open(&config(dir.path(), Fsync::Always), sink).unwrap();
+        assert_eq!(
+            log.append(vec![ev("a", "1", None), ev("b", "2", None)])
+                .await
+                .unwrap(),
+            [1, 2]
+        );
+        assert_eq!(log.append(vec![ev("a", "3", None)]).await.unwrap(), [3]);
+        assert_eq!(*seen.lock().unwrap(), [1, 2, 3]);
+        log.close().unwrap();
+        assert!(matches!(
+            log.append(vec![ev("a", "x", None)]).await,
+            Err(LogError::Closed)
+        ));
+        drop(log);
+
+        let log = EventLog::open(
+            &config(dir.path(), Fsync::Always),
+            Arc::new(|_: &[Arc<Event>]| {}),
+        )
+        .unwrap();
+        assert_eq!(log.head(), 3);
+        assert_eq!(log.count(), 3);
+        assert_eq!(log.append(vec![ev("a", "4", None)]).await.unwrap(), [4]);
+        assert_eq!(
+            collect(&log, 1),
+            [(2, "2".to_string()), (3, "3".into()), (4, "4".into())]
+        );
+        log.close().unwrap();
+    }
+
+    #[tokio::test]
+    async fn idempotency_keys_return_the_first_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EventLog::open(
+            &config(dir.path(), Fsync::Never),
+            Arc::new(|_: &[Arc<Event>]| {}),
+        )
+        .unwrap();
+        let ids = log
+            .append(vec![
+                ev("a", "1", Some("k")),
+                ev("a", "dup", Some("k")),
+                ev("b", "other topic", Some("k")),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(ids, [1, 1, 2]);
+        assert_eq!(
+            log.append(vec![ev("a", "retry", Some("k"))]).await.unwrap(),
+            [1]
+        );
+        assert_eq!(log.count(), 2);
+        log.close().unwrap();
+    }
+
+    #[tokio::test]
+    async fn concurrent_appends_are_all_committed_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EventLog::open(
+            &config(dir.path(), Fsync::Always),
+            Arc::new(|_: &[Arc<Event>]| {}),
+        )
+        .unwrap();
+        let mut tasks = Vec::new();
+        for p in 0..16 {
+            let log = log.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for i in 0..50 {
+                    ids.extend(
+                        log.append(vec![ev("t", &format!("{p}-{i}"), None)])
+                            .await
+                            .unwrap(),
+                    );
+                }
+                ids
+            }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            let ids = t.await.unwrap();
+            assert!(ids.windows(2).all(|w| w[0] < w[1]), "per-publisher order");
+            all.extend(ids);
+        }
+        all.sort_unstable();
+        assert_eq!(all, (1..=800).collect::<Vec<u64>>());
+        log.close().unwrap();
+    }
+}

@@ -1,0 +1,113 @@
+//! The background task that keeps the log within its retention bounds.
+//!
+//! It deletes the oldest events in small batches, so appends (on their own
+//! thread) are never blocked for long, and records the highest removed id so
+//! a client resuming from before it is told to reset instead of silently
+//! missing events.
+
+use super::{id_key, key_id, LogError, Shared, META_TRIMMED};
+use crate::config::RetentionConfig;
+use crate::event::now_ms;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+use std::sync::Arc;
+
+/// Records deleted per sled batch.
+const CHUNK: usize = 1024;
+
+/// Runs until `stop` is dropped, enforcing the bounds every `cfg.interval`.
+pub(super) fn run(shared: Arc<Shared>, cfg: RetentionConfig, stop: mpsc::Receiver<()>) {
+    loop {
+        match enforce(&shared, &cfg, now_ms()) {
+            Ok(0) => {}
+            Ok(removed) => tracing::debug!(removed, "retention removed old events"),
+            Err(err) => tracing::error!(error = %err, "retention failed"),
+        }
+        match stop.recv_timeout(cfg.interval) {
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            _ => return,
+        }
+    }
+}
+
+/// Whether the oldest remaining record must go, given the log's totals.
+fn over_bounds(cfg: &RetentionConfig, count: u64, bytes: u64, time_ms: u64, now: u64) -> bool {
+    cfg.max_events.is_some_and(|m| count > m)
+        || cfg.max_bytes.is_some_and(|m| bytes > m.as_u64())
+        || cfg
+            .max_age
+            .is_some_and(|age| time_ms.saturating_add(age.as_millis() as u64) < now)
+}
+
+/// Deletes the oldest events until every bound holds; returns how many.
+pub(super) fn enforce(shared: &Shared, cfg: &RetentionConfig, now: u64) -> Result<u64, LogError> {
+    let mut removed = 0u64;
+    loop {
+        let mut count = shared.count.load(Ordering::Relaxed);
+        let mut bytes = shared.bytes.load(Ordering::Relaxed);
+        let mut batch = sled::Batch::default();
+        let mut dedupe = sled::Batch::default();
+        let (mut last, mut freed, mut n) = (0u64, 0u64, 0u64);
+        for item in shared.events.iter() {
+            let (k, v) = item?;
+            let id = key_id(&k);
+            let view = super::decode(&v).map_err(|source| LogError::Corrupt { id, source })?;
+            if n as usize == CHUNK || !over_bounds(cfg, count, bytes, view.time_ms, now) {
+                break;
+            }
+            if let Some(key) = view.key {
+                let dk = super::dedupe_key(view.topic, key);
+                if shared.dedupe.get(&dk)?.is_some_and(|v| key_id(&v) == id) {
+                    dedupe.remove(dk);
+                }
+            }
+            batch.remove(&k);
+            count -= 1;
+            bytes = bytes.saturating_sub(v.len() as u64);
+            freed += v.len() as u64;
+            last = id;
+            n += 1;
+        }
+        if n == 0 {
+            return Ok(removed);
+        }
+        // Record the new floor before deleting, so a crash in between can only
+        // make a resume report a reset it did not strictly need.
+        shared.meta.insert(META_TRIMMED, &id_key(last))?;
+        shared.trimmed.fetch_max(last, Ordering::AcqRel);
+        shared.events.apply_batch(batch)?;
+        shared.dedupe.apply_batch(dedupe)?;
+        shared.count.fetch_sub(n, Ordering::Relaxed);
+        shared.bytes.fetch_sub(freed, Ordering::Relaxed);
+        shared.publish_gauges();
+        metrics::counter!("spout_log_retention_removed_total").increment(n);
+        removed += n;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn bounds() {
+        let cfg = RetentionConfig {
+            max_age: Some(Duration::from_secs(10)),
+            max_events: Some(5),
+            max_bytes: Some(bytesize::ByteSize::b(100)),
+            interval: Duration::from_secs(1),
+        };
+        assert!(!over_bounds(&cfg, 5, 100, 50_000, 60_000));
+        assert!(over_bounds(&cfg, 6, 100, 50_000, 60_000));
+        assert!(over_bounds(&cfg, 5, 101, 50_000, 60_000));
+        assert!(over_bounds(&cfg, 5, 100, 49_999, 60_000));
+        let none = RetentionConfig {
+            max_age: None,
+            max_events: None,
+            max_bytes: None,
+            interval: Duration::from_secs(1),
+        };
+        assert!(!over_bounds(&none, u64::MAX, u64::MAX, 0, u64::MAX));
+    }
+}

@@ -1,0 +1,106 @@
+//! The `spout` command: `serve` (the default) and `check`.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use spout::app::App;
+use spout::config::Config;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "spout",
+    version,
+    about = "A durable Server-Sent Events hub with WASM plugins"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the configured pipeline (the default command).
+    Serve(ServeArgs),
+    /// Validate a config file without serving; exits non-zero on errors.
+    Check {
+        /// The config file.
+        #[arg(long, short, default_value = "config.toml")]
+        config: PathBuf,
+    },
+}
+
+#[derive(clap::Args, Default)]
+struct ServeArgs {
+    /// The config file.
+    #[arg(long, short, default_value = "config.toml")]
+    config: PathBuf,
+    /// Listen on this address instead of `server.listen` (port 0 picks one).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Keep the log here instead of `log.path`.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SPOUT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let result = match cli.command {
+        Some(Command::Check { config }) => check(&config),
+        Some(Command::Serve(args)) => serve(args),
+        None => serve(ServeArgs {
+            config: PathBuf::from("config.toml"),
+            ..ServeArgs::default()
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(file: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::load(file)?;
+    println!(
+        "{}: ok (listen {}, log {}, fsync {:?})",
+        file.display(),
+        config.server.listen,
+        config.log.path.display(),
+        config.log.fsync
+    );
+    Ok(())
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut config = Config::load(&args.config)?;
+    if let Some(listen) = args.listen {
+        config.server.listen = listen;
+    }
+    if let Some(dir) = args.data_dir {
+        config.log.path = dir;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(config.server.listen)
+            .await
+            .with_context(|| format!("binding {}", config.server.listen))?;
+        let app = App::open(config)?;
+        spout::server::run(listener, app, spout::server::shutdown_signal()).await?;
+        anyhow::Ok(())
+    })
+}

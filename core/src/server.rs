@@ -1,0 +1,152 @@
+//! The accept loop and the server's lifecycle, from `listening on` to exit.
+//!
+//! [`run`] takes the listener and the shutdown signal as parameters (as
+//! mini-redis does), so tests run the real server on `127.0.0.1:0` and stop it
+//! whenever they like. Shutdown order: stop accepting, mark not-ready, send
+//! every stream `event: shutdown`, let connections finish within the grace
+//! period (then drop them), stop the ticker, and flush and close the log.
+
+use crate::app::App;
+use crate::http::{self, Conn};
+use crate::sse;
+use bytes::Bytes;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Why the server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The listener failed.
+    #[error("listener error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The log could not be flushed and closed.
+    #[error("closing the log failed: {0}")]
+    Log(#[from] crate::log::LogError),
+}
+
+/// Serves `app` on `listener` until `shutdown` completes, then shuts down
+/// gracefully. Logs `listening on http://ADDR` with the bound address first.
+pub async fn run(
+    listener: TcpListener,
+    app: Arc<App>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    let addr = listener.local_addr()?;
+    tracing::info!("listening on http://{addr}");
+    let cfg = &app.config.server;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(cfg.header_timeout)
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    let builder = Arc::new(builder);
+    let graceful = GracefulShutdown::new();
+    let hard_stop = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let ticker = tokio::spawn(tick(app.clone()));
+
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let conn = Conn { peer, kill: hard_stop.child_token() };
+                    let app = app.clone();
+                    let builder = builder.clone();
+                    let watcher = graceful.watcher();
+                    tracker.spawn(async move {
+                        let kill = conn.kill.clone();
+                        let svc = service_fn(move |req| http::handle(app.clone(), conn.clone(), req));
+                        let served = watcher.watch(builder.serve_connection(TokioIo::new(stream), svc));
+                        tokio::select! {
+                            result = served => if let Err(err) = result {
+                                tracing::debug!(%peer, error = %err, "connection ended with an error");
+                            },
+                            () = kill.cancelled() => tracing::debug!(%peer, "connection dropped"),
+                        }
+                    });
+                }
+                Err(err) => {
+                    // Out of file descriptors and similar: back off, do not spin or exit.
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+    drop(listener);
+    tracing::info!("shutting down");
+    app.begin_shutdown();
+    app.hub.close_all();
+    let grace = app.config.server.shutdown_grace;
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(grace = %humantime::format_duration(grace), "connections still open after the grace period; dropping them");
+    }
+    hard_stop.cancel();
+    tracker.close();
+    tracker.wait().await;
+    ticker.abort();
+    let log = app.log.clone();
+    tokio::task::spawn_blocking(move || log.close())
+        .await
+        .map_err(std::io::Error::other)??;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The one timer for all connections: heartbeats, stuck-subscriber sweeps and
+/// metrics upkeep.
+async fn tick(app: Arc<App>) {
+    let heartbeat = Bytes::from_static(sse::HEARTBEAT);
+    let mut interval = tokio::time::interval(app.config.server.heartbeat);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval.tick().await;
+    loop {
+        interval.tick().await;
+        app.hub.tick(&heartbeat, app.config.hub.catchup_timeout * 2);
+        app.metrics.run_upkeep();
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %err, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

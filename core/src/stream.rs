@@ -1,0 +1,268 @@
+//! One subscriber's SSE response body: replay, live events, catch-up, end.
+//!
+//! The stream keeps a `cursor`, the highest log id it has accounted for, and
+//! writes an event only if its id is above the cursor. That one rule makes
+//! every seam exact:
+//! - Resume: the subscriber is registered in the hub *first*, then the log is
+//!   read from `Last-Event-ID` up to its head at that moment; queued live
+//!   events at or below that head are skipped, later ones follow. No gap, no
+//!   duplicate.
+//! - Lag: when the hub could not queue an event it raises a flag; the stream
+//!   drops what it holds and re-reads the log from its cursor, then goes live
+//!   again. A client that stays behind past `catchup_timeout` gets
+//!   `event: overflow` and is closed, so it reconnects with its Last-Event-ID.
+//!
+//! Whatever is ready is written at once: several frames become one chunk.
+
+use crate::event::DataRef;
+use crate::hub::{Item, Subscription};
+use crate::log::{EventLog, LogError, ScanEnd};
+use crate::sse;
+use crate::topic::any_matches;
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use metrics::Counter;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+
+/// Items taken from the queue per poll (and so frames per write, at most).
+const RECV_BATCH: usize = 128;
+/// Log records examined per catch-up read.
+const CATCHUP_SCAN: usize = 4096;
+/// Bytes of frames rendered per catch-up read before it yields them.
+const CATCHUP_BYTES: usize = 256 * 1024;
+
+/// Where the stream is reading from.
+enum Mode {
+    /// From the hub's queue.
+    Live,
+    /// From the log, up to `target`; `read` is the read in flight.
+    CatchUp {
+        target: u64,
+        read: Option<JoinHandle<Result<Chunk, LogError>>>,
+    },
+}
+
+/// What one catch-up read produced.
+struct Chunk {
+    frames: BytesMut,
+    events: u64,
+    end: ScanEnd,
+}
+
+/// The SSE body of one `GET /events` response.
+pub struct EventStream {
+    sub: Subscription,
+    log: EventLog,
+    prelude: Option<Bytes>,
+    cursor: u64,
+    mode: Mode,
+    /// Since when the stream has been behind (catching up), if it is.
+    behind_since: Option<Instant>,
+    catchup_timeout: Duration,
+    batch: Vec<Item>,
+    done: bool,
+    replayed: Counter,
+}
+
+/// How a new stream starts.
+pub struct StreamStart {
+    /// Bytes written first: `retry:`, `connected`, maybe `reset`.
+    pub prelude: Bytes,
+    /// Events up to and including this id are not sent.
+    pub cursor: u64,
+    /// Read the log from `cursor` up to this id before going live.
+    pub replay_until: Option<u64>,
+    /// Close the stream with `overflow` if it stays behind this long.
+    pub catchup_timeout: Duration,
+}
+
+impl EventStream {
+    /// A stream for a registered subscription.
+    pub fn new(sub: Subscription, log: EventLog, start: StreamStart) -> EventStream {
+        let mode = match start.replay_until {
+            Some(target) if target > start.cursor => Mode::CatchUp { target, read: None },
+            _ => Mode::Live,
+        };
+        EventStream {
+            sub,
+            log,
+            prelude: Some(start.prelude),
+            cursor: start.cursor,
+            behind_since: matches!(mode, Mode::CatchUp { .. }).then(Instant::now),
+            mode,
+            catchup_timeout: start.catchup_timeout,
+            batch: Vec::with_capacity(RECV_BATCH),
+            done: false,
+            replayed: metrics::counter!("spout_events_replayed_total"),
+        }
+    }
+
+    fn finish(&mut self, frame: Bytes) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.done = true;
+        Poll::Ready(Some(Ok(Frame::data(frame))))
+    }
+
+    fn start_read(&self, target: u64) -> JoinHandle<Result<Chunk, LogError>> {
+        let log = self.log.clone();
+        let sub = self.sub.subscriber.clone();
+        let after = self.cursor;
+        tokio::task::spawn_blocking(move || {
+            let mut frames = BytesMut::new();
+            let mut events = 0u64;
+            let user = sub.user.as_deref();
+            let end = log.scan(after, target, CATCHUP_SCAN, |id, view| {
+                if any_matches(&sub.selectors, view.topic) && view.visible_to(user) {
+                    let data: DataRef<'_> = view
+                        .data_ref()
+                        .map_err(|source| LogError::Corrupt { id, source })?;
+                    sse::put_event(&mut frames, id, view.kind, data);
+                    events += 1;
+                }
+                Ok(frames.len() < CATCHUP_BYTES)
+            })?;
+            Ok(Chunk {
+                frames,
+                events,
+                end,
+            })
+        })
+    }
+}
+
+impl Body for EventStream {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        loop {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            if let Some(prelude) = this.prelude.take() {
+                return Poll::Ready(Some(Ok(Frame::data(prelude))));
+            }
+            if this.sub.subscriber.is_closing() {
+                return this.finish(sse::control_frame(
+                    "shutdown",
+                    &serde_json::json!({ "last_id": this.cursor }),
+                ));
+            }
+            if let Some(since) = this.behind_since {
+                if since.elapsed() > this.catchup_timeout {
+                    tracing::info!(connection = %this.sub.subscriber.conn_id, cursor = this.cursor, "subscriber could not catch up; closing with overflow");
+                    this.sub.count_overflow();
+                    return this.finish(sse::control_frame(
+                        "overflow",
+                        &serde_json::json!({ "last_id": this.cursor }),
+                    ));
+                }
+            }
+            match &mut this.mode {
+                Mode::CatchUp { target, read } => {
+                    let target = *target;
+                    if read.is_none() {
+                        let handle = this.start_read(target);
+                        this.mode = Mode::CatchUp {
+                            target,
+                            read: Some(handle),
+                        };
+                    }
+                    let Mode::CatchUp {
+                        read: Some(handle), ..
+                    } = &mut this.mode
+                    else {
+                        continue;
+                    };
+                    let result = ready!(Pin::new(handle).poll(cx));
+                    let chunk = match result {
+                        Ok(Ok(chunk)) => chunk,
+                        Ok(Err(err)) => {
+                            tracing::error!(error = %err, "catch-up read failed; closing stream");
+                            this.done = true;
+                            continue;
+                        }
+                        Err(err) => {
+                            tracing::error!(error = %err, "catch-up task failed; closing stream");
+                            this.done = true;
+                            continue;
+                        }
+                    };
+                    this.cursor = chunk.end.cursor.max(this.cursor);
+                    this.mode = if this.cursor >= target {
+                        Mode::Live
+                    } else {
+                        Mode::CatchUp { target, read: None }
+                    };
+                    if chunk.events > 0 {
+                        this.replayed.increment(chunk.events);
+                        return Poll::Ready(Some(Ok(Frame::data(chunk.frames.freeze()))));
+                    }
+                }
+                Mode::Live => {
+                    this.batch.clear();
+                    let n = ready!(this.sub.rx.poll_recv_many(cx, &mut this.batch, RECV_BATCH));
+                    if n == 0 {
+                        this.done = true;
+                        continue;
+                    }
+                    if this.sub.subscriber.take_lagged() {
+                        // Something was dropped before (some of) these items:
+                        // re-read the log from the cursor instead.
+                        this.behind_since.get_or_insert_with(Instant::now);
+                        this.mode = Mode::CatchUp {
+                            target: this.log.head(),
+                            read: None,
+                        };
+                        continue;
+                    }
+                    this.behind_since = None;
+                    if let Some(bytes) = coalesce(&this.batch, &mut this.cursor) {
+                        return Poll::Ready(Some(Ok(Frame::data(bytes))));
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+/// Turns queued items into one write, skipping events at or below the cursor.
+/// A single frame is passed on without copying.
+fn coalesce(items: &[Item], cursor: &mut u64) -> Option<Bytes> {
+    let mut parts = items.iter().filter_map(|item| match item {
+        Item::Event(e) if e.id > *cursor => {
+            *cursor = e.id;
+            Some(e.frame())
+        }
+        Item::Event(_) => None,
+        Item::Frame(f) if f.is_empty() => None,
+        Item::Frame(f) => Some(f),
+    });
+    let first = parts.next()?.clone();
+    let Some(second) = parts.next() else {
+        return Some(first);
+    };
+    let mut buf = BytesMut::with_capacity(first.len() * 4 + second.len());
+    buf.extend_from_slice(&first);
+    buf.extend_from_slice(second);
+    for part in parts {
+        buf.extend_from_slice(part);
+    }
+    Some(buf.freeze())
+}
