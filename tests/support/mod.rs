@@ -1,0 +1,392 @@
+//! Test support: start the real server (in process on 127.0.0.1:0, or the
+//! real binary as a child process), speak HTTP to it, and read SSE streams
+//! exactly as a browser's `EventSource` would (plus the raw bytes).
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::Value;
+use spout::app::App;
+use spout::config::{Config, Fsync};
+use spout::sse::parse::{Parser, Received};
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// How long any single wait in a test may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(15);
+
+/// A config for tests: ephemeral port, the given data dir, quick heartbeats.
+pub fn config(dir: &Path) -> Config {
+    let mut c = Config::default();
+    c.server.listen = "127.0.0.1:0".parse().unwrap();
+    c.server.heartbeat = Duration::from_secs(5);
+    c.server.shutdown_grace = Duration::from_secs(2);
+    c.log.path = dir.to_path_buf();
+    c.log.fsync = Fsync::Batch;
+    c
+}
+
+/// The real server, running in this process.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub app: Arc<App>,
+    pub dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    stop: Option<oneshot::Sender<()>>,
+    join: Option<JoinHandle<Result<(), spout::server::ServerError>>>,
+}
+
+impl Server {
+    /// Starts a server on a fresh temporary data dir.
+    pub async fn start(tweak: impl FnOnce(&mut Config)) -> Server {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut s = Server::start_in(tmp.path(), tweak).await;
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// Starts a server on `dir` (which may hold a previous run's log).
+    pub async fn start_in(dir: &Path, tweak: impl FnOnce(&mut Config)) -> Server {
+        let mut cfg = config(dir);
+        tweak(&mut cfg);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = App::open(cfg).unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let join = tokio::spawn(spout::server::run(listener, app.clone(), async move {
+            let _ = rx.await;
+        }));
+        Server {
+            addr,
+            app,
+            dir: dir.to_path_buf(),
+            _tmp: None,
+            stop: Some(tx),
+            join: Some(join),
+        }
+    }
+
+    /// Shuts the server down gracefully and waits until the log is closed.
+    pub async fn stop(mut self) -> Option<tempfile::TempDir> {
+        self.shutdown().await;
+        self._tmp.take()
+    }
+
+    async fn shutdown(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(join) = self.join.take() {
+            tokio::time::timeout(WAIT, join)
+                .await
+                .expect("server did not stop in time")
+                .unwrap()
+                .unwrap();
+        }
+    }
+
+    /// Publishes one JSON body; returns the ids.
+    pub async fn publish(&self, body: Value) -> Vec<u64> {
+        let (status, json) =
+            post(self.addr, "/publish", "application/json", body.to_string()).await;
+        assert_eq!(status, StatusCode::OK, "{json}");
+        json["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .collect()
+    }
+
+    /// Opens an SSE stream at `path` with extra request headers.
+    pub async fn sse(&self, path: &str, headers: &[(&str, &str)]) -> Sse {
+        Sse::open(self.addr, path, headers).await
+    }
+
+    /// `GET path` as JSON.
+    pub async fn get_json(&self, path: &str) -> (StatusCode, Value) {
+        get_json(self.addr, path).await
+    }
+}
+
+/// Sends one request on a fresh HTTP/1.1 connection.
+pub async fn request(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> hyper::Response<Incoming> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(body.into())).unwrap();
+    tokio::time::timeout(WAIT, send.send_request(req))
+        .await
+        .expect("response timed out")
+        .unwrap()
+}
+
+/// Reads a whole response body.
+pub async fn body_bytes(resp: hyper::Response<Incoming>) -> (StatusCode, HeaderMap, Bytes) {
+    let (parts, body) = resp.into_parts();
+    let bytes = tokio::time::timeout(WAIT, body.collect())
+        .await
+        .expect("body timed out")
+        .unwrap()
+        .to_bytes();
+    (parts.status, parts.headers, bytes)
+}
+
+/// `POST path` with a content type; the response parsed as JSON.
+pub async fn post(
+    addr: SocketAddr,
+    path: &str,
+    content_type: &str,
+    body: impl Into<Bytes>,
+) -> (StatusCode, Value) {
+    let resp = request(
+        addr,
+        Method::POST,
+        path,
+        &[("content-type", content_type)],
+        body,
+    )
+    .await;
+    let (status, headers, bytes) = body_bytes(resp).await;
+    assert_eq!(headers["content-type"], "application/json", "{status}");
+    (status, serde_json::from_slice(&bytes).unwrap())
+}
+
+/// `GET path`; the response parsed as JSON.
+pub async fn get_json(addr: SocketAddr, path: &str) -> (StatusCode, Value) {
+    let (status, _, bytes) =
+        body_bytes(request(addr, Method::GET, path, &[], Bytes::new()).await).await;
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// An open SSE stream: raw bytes as received and events as parsed.
+pub struct Sse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    body: Incoming,
+    parser: Parser,
+    pending: VecDeque<Received>,
+    /// Every byte received so far.
+    pub raw: Vec<u8>,
+    pub ended: bool,
+}
+
+impl Sse {
+    /// Opens `GET path` over HTTP/1.1.
+    pub async fn open(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Sse {
+        let resp = request(addr, Method::GET, path, headers, Bytes::new()).await;
+        Sse::from_response(resp)
+    }
+
+    /// Wraps a streaming response.
+    pub fn from_response(resp: hyper::Response<Incoming>) -> Sse {
+        let (parts, body) = resp.into_parts();
+        Sse {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+            parser: Parser::default(),
+            pending: VecDeque::new(),
+            raw: Vec::new(),
+            ended: false,
+        }
+    }
+
+    /// Reads one more chunk; false at the end of the stream.
+    async fn read_chunk(&mut self) -> bool {
+        let frame = tokio::time::timeout(WAIT, self.body.frame())
+            .await
+            .expect("timed out waiting for SSE data");
+        match frame {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    self.raw.extend_from_slice(&data);
+                    let text = std::str::from_utf8(&data).expect("SSE chunk split inside UTF-8");
+                    self.pending.extend(self.parser.feed(text));
+                }
+                true
+            }
+            _ => {
+                self.ended = true;
+                false
+            }
+        }
+    }
+
+    /// The next dispatched event (control frames included).
+    pub async fn next(&mut self) -> Received {
+        loop {
+            if let Some(e) = self.pending.pop_front() {
+                return e;
+            }
+            assert!(
+                self.read_chunk().await,
+                "stream ended; got so far: {}",
+                String::from_utf8_lossy(&self.raw)
+            );
+        }
+    }
+
+    /// The next event, or `None` if the stream ends first.
+    pub async fn next_or_end(&mut self) -> Option<Received> {
+        loop {
+            if let Some(e) = self.pending.pop_front() {
+                return Some(e);
+            }
+            if !self.read_chunk().await {
+                return None;
+            }
+        }
+    }
+
+    /// The next `n` events whose type is not a control frame.
+    pub async fn events(&mut self, n: usize) -> Vec<Received> {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let e = self.next().await;
+            if !is_control(&e.kind) {
+                out.push(e);
+            }
+        }
+        out
+    }
+
+    /// Reads until the raw bytes contain `needle`.
+    pub async fn raw_until(&mut self, needle: &str) {
+        while !String::from_utf8_lossy(&self.raw).contains(needle) {
+            assert!(self.read_chunk().await, "stream ended before {needle:?}");
+        }
+    }
+
+    /// Waits for the `connected` frame and returns its JSON.
+    pub async fn connected(&mut self) -> Value {
+        let e = self.next().await;
+        assert_eq!(e.kind, "connected");
+        serde_json::from_str(&e.data).unwrap()
+    }
+
+    /// Heartbeat comments seen so far.
+    pub fn heartbeats(&self) -> usize {
+        self.parser.comments
+    }
+}
+
+/// Control frames the server sends besides events.
+pub fn is_control(kind: &str) -> bool {
+    matches!(kind, "connected" | "reset" | "shutdown" | "overflow")
+}
+
+/// The ids of received events, as numbers.
+pub fn ids(events: &[Received]) -> Vec<u64> {
+    events.iter().map(|e| e.last_id.parse().unwrap()).collect()
+}
+
+/// Polls until `check` holds on the server's `/stats`, or fails after [`WAIT`].
+pub async fn wait_stats(addr: SocketAddr, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (_, stats) = get_json(addr, "/stats").await;
+        if check(&stats) {
+            return stats;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "stats never matched: {stats}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Opens an HTTP/2 (h2c prior knowledge) connection.
+pub async fn h2(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    send
+}
+
+/// The real `spout` binary running as a child process.
+pub struct SpoutProcess {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub stderr: Arc<std::sync::Mutex<String>>,
+}
+
+/// Path of the built `spout` binary.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_spout")
+}
+
+/// Starts `spout serve --config FILE --listen 127.0.0.1:0 --data-dir DIR` and
+/// waits for its `listening on http://ADDR` line.
+pub fn spawn_binary(config_file: &Path, data_dir: &Path) -> SpoutProcess {
+    let mut child = Command::new(bin())
+        .args(["serve", "--config"])
+        .arg(config_file)
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .env("SPOUT_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let log = Arc::new(std::sync::Mutex::new(String::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(i) = line.find("listening on http://") {
+                    if let Some(tx) = tx.take() {
+                        let _ =
+                            tx.send(line[i + "listening on http://".len()..].trim().to_string());
+                    }
+                }
+                log.lock().unwrap().push_str(&line);
+                log.lock().unwrap().push('\n');
+            }
+        });
+    }
+    let addr = rx
+        .recv_timeout(WAIT)
+        .unwrap_or_else(|_| panic!("no listening line; stderr: {}", log.lock().unwrap()));
+    SpoutProcess {
+        child,
+        addr: addr.parse().unwrap(),
+        stderr: log,
+    }
+}
