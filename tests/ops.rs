@@ -43,6 +43,15 @@ async fn health_readiness_stats_and_metrics() {
     assert_eq!(stats["log"]["events"], 2);
     assert!(stats["log"]["bytes"].as_u64().unwrap() > 0);
 
+    let (status, headers, page) =
+        body_bytes(request(server.addr, Method::GET, "/", &[], Bytes::new()).await).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["content-type"], "text/html; charset=utf-8");
+    assert!(
+        String::from_utf8_lossy(&page).contains("/events?topic="),
+        "the console streams from /events"
+    );
+
     let (status, headers, body) =
         body_bytes(request(server.addr, Method::GET, "/metrics", &[], Bytes::new()).await).await;
     assert_eq!(status, StatusCode::OK);

@@ -25,9 +25,12 @@ enum Command {
     Serve(ServeArgs),
     /// Validate a config file without serving; exits non-zero on errors.
     Check {
+        /// The config file (also accepted as `--config FILE`).
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
         /// The config file.
-        #[arg(long, short, default_value = "config.toml")]
-        config: PathBuf,
+        #[arg(long, short, conflicts_with = "file")]
+        config: Option<PathBuf>,
     },
 }
 
@@ -55,7 +58,11 @@ fn main() -> ExitCode {
         )
         .init();
     let result = match cli.command {
-        Some(Command::Check { config }) => check(&config),
+        Some(Command::Check { file, config }) => check(
+            &file
+                .or(config)
+                .unwrap_or_else(|| PathBuf::from("config.toml")),
+        ),
         Some(Command::Serve(args)) => serve(args),
         None => serve(ServeArgs {
             config: PathBuf::from("config.toml"),

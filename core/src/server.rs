@@ -101,6 +101,8 @@ pub async fn run(
     tracker.close();
     tracker.wait().await;
     ticker.abort();
+    // Wait for the abort to land: the ticker holds the app (and the log) open.
+    let _ = ticker.await;
     let log = app.log.clone();
     tokio::task::spawn_blocking(move || log.close())
         .await

@@ -62,7 +62,19 @@ impl Server {
         tweak(&mut cfg);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let app = App::open(cfg).unwrap();
+        // A previous server on this dir may still be releasing sled's file lock
+        // (a blocking read finishing); production restarts are new processes.
+        let deadline = std::time::Instant::now() + WAIT;
+        let app = loop {
+            match App::open(cfg.clone()) {
+                Ok(app) => break app,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    eprintln!("retrying open: {e}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("cannot open the log: {e}"),
+            }
+        };
         let (tx, rx) = oneshot::channel::<()>();
         let join = tokio::spawn(spout::server::run(listener, app.clone(), async move {
             let _ = rx.await;

@@ -6,6 +6,7 @@
 //! | `POST /publish` | [`publish`]: append events |
 //! | `GET /poll` | [`poll`]: JSON pages for clients without SSE |
 //! | `GET /metrics`, `/healthz`, `/readyz`, `/stats` | [`ops`] |
+//! | `GET /` | [`ops::console`]: the built-in live console page |
 
 pub mod cors;
 pub mod events;
@@ -129,6 +130,7 @@ where
         (&Method::GET, "/healthz") => Ok(ops::healthz()),
         (&Method::GET, "/readyz") => Ok(ops::readyz(app)),
         (&Method::GET, "/stats") => Ok(ops::stats(app)),
+        (&Method::GET, "/") => Ok(ops::console()),
         (_, "/events" | "/publish" | "/poll" | "/metrics" | "/healthz" | "/readyz" | "/stats") => {
             Err(ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,

@@ -19,6 +19,19 @@ pub fn metrics(app: &App) -> Response<Body> {
     resp
 }
 
+/// `GET /`: a small live console (connections, event rate, recent events)
+/// that reads the server's own `/stats` and `/events`.
+pub fn console() -> Response<Body> {
+    let mut resp = Response::new(Either::Left(Full::new(Bytes::from_static(include_bytes!(
+        "console.html"
+    )))));
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    resp
+}
+
 /// `GET /healthz`: the process is up.
 pub fn healthz() -> Response<Body> {
     json_response(StatusCode::OK, &json!({ "status": "ok" }))

@@ -269,8 +269,12 @@ impl EventLog {
             });
         }
         let mut cursor = after;
-        let mut seen = 0usize;
-        for item in self.shared.events.range(id_key(after + 1)..=id_key(until)) {
+        for (seen, item) in self
+            .shared
+            .events
+            .range(id_key(after + 1)..=id_key(until))
+            .enumerate()
+        {
             if seen == max_scan {
                 return Ok(ScanEnd {
                     cursor,
@@ -280,7 +284,6 @@ impl EventLog {
             let (k, v) = item?;
             let id = key_id(&k);
             let view = decode(&v).map_err(|source| LogError::Corrupt { id, source })?;
-            seen += 1;
             cursor = id;
             if !visit(id, view)? {
                 return Ok(ScanEnd {
@@ -371,7 +374,10 @@ fn run_appender(shared: Arc<Shared>, rx: mpsc::Receiver<Job>, sink: Sink) {
 /// the log (for fan-out) and each job's ids, or the error that kept the commit
 /// from completing. Ids advance as soon as the batch is in the tree, so a later
 /// failure (fsync, say) can never lead to an id being reused.
-fn commit(shared: &Shared, jobs: &mut [Job]) -> (Vec<Arc<Event>>, Result<Vec<Vec<u64>>, LogError>) {
+/// The outcome of one group commit: what reached the log, and per job ids or the error.
+type Committed = (Vec<Arc<Event>>, Result<Vec<Vec<u64>>, LogError>);
+
+fn commit(shared: &Shared, jobs: &mut [Job]) -> Committed {
     let time_ms = now_ms();
     let mut next = shared.head.load(Ordering::Acquire) + 1;
     let mut batch = sled::Batch::default();
