@@ -170,6 +170,17 @@ impl Body for EventStream {
                 Mode::CatchUp { target, read } => {
                     let target = *target;
                     if read.is_none() {
+                        // Retention may have removed events this stream has not
+                        // sent yet: say so instead of skipping them silently.
+                        let trimmed = this.log.trimmed();
+                        if trimmed > this.cursor {
+                            let reset = sse::control_frame(
+                                "reset",
+                                &serde_json::json!({ "requested": this.cursor, "earliest": trimmed + 1 }),
+                            );
+                            this.cursor = trimmed;
+                            return Poll::Ready(Some(Ok(Frame::data(reset))));
+                        }
                         let handle = this.start_read(target);
                         this.mode = Mode::CatchUp {
                             target,

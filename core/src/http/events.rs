@@ -85,13 +85,7 @@ pub fn subscribe<B>(
         Some(requested) => {
             let trimmed = app.log.trimmed();
             if requested < trimmed || requested > head {
-                let earliest = app.log.earliest().map_err(|e| {
-                    ApiError::new(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "storage_error",
-                        e.to_string(),
-                    )
-                })?;
+                let earliest = app.log.earliest();
                 prelude.extend_from_slice(&sse::control_frame(
                     "reset",
                     &serde_json::json!({ "requested": requested, "earliest": earliest }),

@@ -106,10 +106,9 @@ pub async fn poll<B>(app: &Arc<App>, req: &Request<B>) -> Result<Response<Body>,
     .map_err(|e| storage(&e))?;
     let trimmed = app.log.trimmed();
     let reset = if after < trimmed {
-        let earliest = app.log.earliest().map_err(|e| storage(&e))?;
         Some(Reset {
             requested: after,
-            earliest,
+            earliest: app.log.earliest(),
         })
     } else {
         None

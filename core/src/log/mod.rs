@@ -230,12 +230,10 @@ impl EventLog {
         self.shared.trimmed.load(Ordering::Acquire)
     }
 
-    /// Lowest id still stored, or `head + 1` when the log is empty.
-    pub fn earliest(&self) -> Result<u64, LogError> {
-        Ok(match self.shared.events.first()? {
-            Some((k, _)) => key_id(&k),
-            None => self.head() + 1,
-        })
+    /// The first id a replay can still return: ids are contiguous, so it is
+    /// the one after the highest id retention removed (`head + 1` when empty).
+    pub fn earliest(&self) -> u64 {
+        self.trimmed() + 1
     }
 
     /// Number of stored events.
