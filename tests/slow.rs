@@ -147,3 +147,50 @@ async fn disconnected_clients_are_removed_at_once() {
     assert_eq!(stats["topics"], 0);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_reader_too_slow_to_catch_up_gets_overflow_and_loses_nothing_on_resume() {
+    let server = Server::start(|c| {
+        c.hub.queue = 4;
+        c.hub.catchup_timeout = Duration::from_millis(50);
+    })
+    .await;
+    let mut sse = server.sse("/events?topic=o", &[]).await;
+    sse.connected().await;
+    flood(&server, "o").await;
+    // Read slowly: the stream cannot catch up within the bound.
+    let mut got = Vec::new();
+    let overflow = loop {
+        let e = sse
+            .next_or_end()
+            .await
+            .expect("stream ended without overflow");
+        if e.kind == "overflow" {
+            break e;
+        }
+        got.push(e);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    assert!(got.len() < EVENTS, "it was closed before the end");
+    assert_eq!(
+        ids(&got),
+        (1..=got.len() as u64).collect::<Vec<_>>(),
+        "a gap-free prefix"
+    );
+    let info: serde_json::Value = serde_json::from_str(&overflow.data).unwrap();
+    assert_eq!(info["last_id"], got.len() as u64);
+    assert!(sse.next_or_end().await.is_none(), "closed after overflow");
+
+    // Reconnecting with the last id delivers exactly the rest.
+    let last = got.len().to_string();
+    let mut again = server
+        .sse("/events?topic=o", &[("last-event-id", last.as_str())])
+        .await;
+    again.connected().await;
+    let rest = again.events(EVENTS - got.len()).await;
+    assert_eq!(
+        ids(&rest),
+        (got.len() as u64 + 1..=EVENTS as u64).collect::<Vec<_>>()
+    );
+    server.stop().await;
+}

@@ -93,7 +93,9 @@ impl EventStream {
             log,
             prelude: Some(start.prelude),
             cursor: start.cursor,
-            behind_since: matches!(mode, Mode::CatchUp { .. }).then(Instant::now),
+            // The initial replay is not "falling behind": only lag that
+            // happens after the stream started counts toward overflow.
+            behind_since: None,
             mode,
             catchup_timeout: start.catchup_timeout,
             batch: Vec::with_capacity(RECV_BATCH),
