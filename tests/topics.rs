@@ -22,15 +22,9 @@ async fn patterns_select_one_or_many_segments() {
     server
         .publish(json!([{"topic":"orders/end","data":"end"},{"topic":"orders","data":"end"}]))
         .await;
-    let collect = |events: Vec<spout::sse::parse::Received>| {
-        events.into_iter().map(|e| e.data).collect::<Vec<_>>()
-    };
-    assert_eq!(collect(one.events(2).await), ["orders/1", "end"]);
-    assert_eq!(
-        collect(deep.events(3).await),
-        ["orders/1", "orders/1/items", "end"]
-    );
-    assert_eq!(collect(multi.events(3).await), ["orders", "users/9", "end"]);
+    assert_eq!(one.data(2).await, ["orders/1", "end"]);
+    assert_eq!(deep.data(3).await, ["orders/1", "orders/1/items", "end"]);
+    assert_eq!(multi.data(3).await, ["orders", "users/9", "end"]);
     server.stop().await;
 }
 
@@ -51,32 +45,9 @@ async fn events_with_to_reach_only_that_users_connections() {
             {"topic":"inbox","data":"for all"}
         ]))
         .await;
-    assert_eq!(
-        alice
-            .events(2)
-            .await
-            .iter()
-            .map(|e| &e.data)
-            .collect::<Vec<_>>(),
-        ["for alice", "for all"]
-    );
-    assert_eq!(
-        alice2
-            .events(2)
-            .await
-            .iter()
-            .map(|e| &e.data)
-            .collect::<Vec<_>>(),
-        ["for alice", "for all"]
-    );
-    assert_eq!(
-        bob.events(2)
-            .await
-            .iter()
-            .map(|e| &e.data)
-            .collect::<Vec<_>>(),
-        ["for bob", "for all"]
-    );
+    assert_eq!(alice.data(2).await, ["for alice", "for all"]);
+    assert_eq!(alice2.data(2).await, ["for alice", "for all"]);
+    assert_eq!(bob.data(2).await, ["for bob", "for all"]);
     assert_eq!(anon.events(1).await[0].data, "for all");
     let (_, stats) = server.get_json("/stats").await;
     assert_eq!(stats["users"], 2);
@@ -87,15 +58,7 @@ async fn events_with_to_reach_only_that_users_connections() {
         .sse("/events?topic=inbox&user=bob", &[("last-event-id", "0")])
         .await;
     late_bob.connected().await;
-    assert_eq!(
-        late_bob
-            .events(2)
-            .await
-            .iter()
-            .map(|e| &e.data)
-            .collect::<Vec<_>>(),
-        ["for bob", "for all"]
-    );
+    assert_eq!(late_bob.data(2).await, ["for bob", "for all"]);
     let (_, page) = server.get_json("/poll?topic=inbox&user=alice").await;
     assert_eq!(page["events"].as_array().unwrap().len(), 2);
     let (_, page) = server.get_json("/poll?topic=inbox").await;

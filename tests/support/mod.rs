@@ -292,6 +292,11 @@ impl Sse {
         out
     }
 
+    /// The data of the next `n` non-control events.
+    pub async fn data(&mut self, n: usize) -> Vec<String> {
+        self.events(n).await.into_iter().map(|e| e.data).collect()
+    }
+
     /// Reads until the raw bytes contain `needle`.
     pub async fn raw_until(&mut self, needle: &str) {
         while !String::from_utf8_lossy(&self.raw).contains(needle) {
