@@ -71,34 +71,21 @@ pub fn retry_frame(retry: Duration) -> Bytes {
 /// empty) is a line too.
 pub fn lines(text: &str) -> impl Iterator<Item = &str> {
     let bytes = text.as_bytes();
-    let mut start = 0usize;
-    let mut done = false;
+    let mut start = Some(0usize);
     std::iter::from_fn(move || {
-        if done {
-            return None;
-        }
-        let mut i = start;
-        while i < bytes.len() {
-            match bytes[i] {
-                b'\n' => {
-                    let line = &text[start..i];
-                    start = i + 1;
-                    return Some(line);
-                }
-                b'\r' => {
-                    let line = &text[start..i];
-                    start = if bytes.get(i + 1) == Some(&b'\n') {
-                        i + 2
-                    } else {
-                        i + 1
-                    };
-                    return Some(line);
-                }
-                _ => i += 1,
+        let from = start?;
+        match memchr::memchr2(b'\n', b'\r', &bytes[from..]) {
+            Some(off) => {
+                let end = from + off;
+                let crlf = bytes[end] == b'\r' && bytes.get(end + 1) == Some(&b'\n');
+                start = Some(end + 1 + usize::from(crlf));
+                Some(&text[from..end])
+            }
+            None => {
+                start = None;
+                Some(&text[from..])
             }
         }
-        done = true;
-        Some(&text[start..])
     })
 }
 

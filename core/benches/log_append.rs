@@ -1,0 +1,92 @@
+//! Log append throughput in events/s: `fsync = "batch"` and `"always"`, with
+//! one publisher and with 16 concurrent publishers (one event per append call,
+//! so 16 publishers exercise group commit: they share flushes).
+//!
+//! Run: `cargo bench -p spout --bench log_append`
+//! Target (DESIGN.md): ≥ 100,000 appended events/s with `batch`.
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use spout::config::{Fsync, LogConfig};
+use spout::event::{Data, Event, NewEvent};
+use spout::log::EventLog;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn event() -> NewEvent {
+    NewEvent {
+        topic: "bench".into(),
+        kind: None,
+        data: Data::Json(Bytes::from(format!("{{\"v\":\"{}\"}}", "x".repeat(92)))),
+        to: None,
+        key: None,
+    }
+}
+
+fn append(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("log_append");
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(5));
+    group.warm_up_time(Duration::from_secs(1));
+    for (fsync, per_iter) in [(Fsync::Batch, 4000u64), (Fsync::Always, 400)] {
+        for publishers in [1u64, 16] {
+            let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+            let cfg = LogConfig {
+                path: dir.path().to_path_buf(),
+                fsync,
+                ..LogConfig::default()
+            };
+            let log = EventLog::open(&cfg, Arc::new(|_: &[Arc<Event>]| {})).unwrap();
+            group.throughput(Throughput::Elements(per_iter));
+            let id = BenchmarkId::new(format!("{fsync:?}").to_lowercase(), format!("{publishers}_publishers"));
+            group.bench_function(id, |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let log = log.clone();
+                        total += rt.block_on(async move {
+                            let start = Instant::now();
+                            let tasks: Vec<_> = (0..publishers)
+                                .map(|_| {
+                                    let log = log.clone();
+                                    tokio::spawn(async move {
+                                        for _ in 0..per_iter / publishers {
+                                            log.append(vec![event()]).await.unwrap();
+                                        }
+                                    })
+                                })
+                                .collect();
+                            for t in tasks {
+                                t.await.unwrap();
+                            }
+                            start.elapsed()
+                        });
+                    }
+                    total
+                })
+            });
+            log.close().unwrap();
+        }
+    }
+    // One request carrying 100 events: the publish API's array/NDJSON path.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let cfg = LogConfig {
+        path: dir.path().to_path_buf(),
+        fsync: Fsync::Batch,
+        ..LogConfig::default()
+    };
+    let log = EventLog::open(&cfg, Arc::new(|_: &[Arc<Event>]| {})).unwrap();
+    group.throughput(Throughput::Elements(100));
+    group.bench_function("batch/1_publisher_100_per_request", |b| {
+        b.iter(|| rt.block_on(log.append((0..100).map(|_| event()).collect())).unwrap())
+    });
+    log.close().unwrap();
+    group.finish();
+}
+
+criterion_group!(benches, append);
+criterion_main!(benches);
