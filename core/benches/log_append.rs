@@ -42,7 +42,10 @@ fn append(c: &mut Criterion) {
             };
             let log = EventLog::open(&cfg, Arc::new(|_: &[Arc<Event>]| {})).unwrap();
             group.throughput(Throughput::Elements(per_iter));
-            let id = BenchmarkId::new(format!("{fsync:?}").to_lowercase(), format!("{publishers}_publishers"));
+            let id = BenchmarkId::new(
+                format!("{fsync:?}").to_lowercase(),
+                format!("{publishers}_publishers"),
+            );
             group.bench_function(id, |b| {
                 b.iter_custom(|iters| {
                     let mut total = Duration::ZERO;
@@ -82,7 +85,10 @@ fn append(c: &mut Criterion) {
     let log = EventLog::open(&cfg, Arc::new(|_: &[Arc<Event>]| {})).unwrap();
     group.throughput(Throughput::Elements(100));
     group.bench_function("batch/1_publisher_100_per_request", |b| {
-        b.iter(|| rt.block_on(log.append((0..100).map(|_| event()).collect())).unwrap())
+        b.iter(|| {
+            rt.block_on(log.append((0..100).map(|_| event()).collect()))
+                .unwrap()
+        })
     });
     log.close().unwrap();
     group.finish();

@@ -41,7 +41,12 @@ fn framing(c: &mut Criterion) {
         b.iter(|| {
             buf.clear();
             for id in 0..100u64 {
-                put_event(&mut buf, id, None, DataRef::Json(black_box(&json_bytes(&json))));
+                put_event(
+                    &mut buf,
+                    id,
+                    None,
+                    DataRef::Json(black_box(json_bytes(&json))),
+                );
             }
             black_box(buf.len())
         })

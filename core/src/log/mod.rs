@@ -1,15 +1,17 @@
 //! The durable event log: the source of truth for every event.
 //!
-//! Events are stored in sled, keyed by their big-endian `u64` id, so id order
-//! is key order and replay is a range scan. One appender thread owns the
-//! write path: it drains every append request that is waiting, assigns ids,
-//! writes them as one sled batch, fsyncs once when `fsync = "always"`, hands
+//! Events are stored in sled in blocks (see [`block`]): one value per group
+//! commit, keyed by the big-endian `u64` id of its first event, so id order is
+//! key order and replay is a range scan. One appender thread owns the write
+//! path: it drains every append request that is waiting, assigns contiguous
+//! ids, writes them as one block, fsyncs once when `fsync = "always"`, hands
 //! the events to the fan-out sink and only then answers the publishers. That
-//! is group commit: concurrent publishers share one flush.
+//! is group commit: concurrent publishers share one insert and one flush.
 //!
 //! Ids never go backwards, not even when retention empties the log and the
 //! server restarts: the highest id ever assigned is kept in a `meta` tree.
 
+mod block;
 mod record;
 mod retention;
 
@@ -28,7 +30,6 @@ use tokio::sync::oneshot;
 
 /// Most append requests one group commit takes at once.
 const MAX_GROUP: usize = 1024;
-const META_HEAD: &[u8] = b"head";
 const META_TRIMMED: &[u8] = b"trimmed";
 
 /// What the appender calls with every committed batch, in id order; the hub.
@@ -96,6 +97,14 @@ struct Shared {
     bytes: AtomicU64,
     /// Set when the appender stops (closed or failed); readiness reads it.
     stopped: AtomicBool,
+    /// Registered once: looking a gauge up per commit costs a hash of its key.
+    gauges: LogGauges,
+}
+
+struct LogGauges {
+    events: metrics::Gauge,
+    bytes: metrics::Gauge,
+    last_id: metrics::Gauge,
 }
 
 /// A handle to the open log; clones share it.
@@ -150,15 +159,21 @@ impl EventLog {
         let meta = db.open_tree("meta").map_err(open_err)?;
         let dedupe = db.open_tree("dedupe").map_err(open_err)?;
 
-        let (mut count, mut bytes) = (0u64, 0u64);
+        let (mut count, mut bytes, mut last) = (0u64, 0u64, 0u64);
         for item in events.iter() {
-            let (_, v) = item?;
-            count += 1;
+            let (k, v) = item?;
+            let first = key_id(&k);
+            let n = block::count(&v).map_err(|source| LogError::Corrupt { id: first, source })?;
+            count += n as u64;
             bytes += v.len() as u64;
+            if n > 0 {
+                last = last.max(first + n as u64 - 1);
+            }
         }
-        let last = events.last()?.map_or(0, |(k, _)| key_id(&k));
-        let head = last.max(meta_u64(&meta, META_HEAD)?);
+        // Retention records its floor before deleting, so even a log it
+        // emptied remembers the highest id ever assigned.
         let trimmed = meta_u64(&meta, META_TRIMMED)?;
+        let head = last.max(trimmed);
         tracing::info!(path = %config.path.display(), events = count, bytes, head, "log opened");
 
         let shared = Arc::new(Shared {
@@ -172,6 +187,11 @@ impl EventLog {
             count: AtomicU64::new(count),
             bytes: AtomicU64::new(bytes),
             stopped: AtomicBool::new(false),
+            gauges: LogGauges {
+                events: metrics::gauge!("spout_log_events"),
+                bytes: metrics::gauge!("spout_log_bytes"),
+                last_id: metrics::gauge!("spout_log_last_id"),
+            },
         });
         shared.publish_gauges();
 
@@ -266,28 +286,41 @@ impl EventLog {
                 complete: true,
             });
         }
+        // Start at the block that holds `after + 1` (its key is at or before it).
+        let from = match self.shared.events.range(..=id_key(after + 1)).next_back() {
+            Some(item) => key_id(&item?.0),
+            None => after + 1,
+        };
         let mut cursor = after;
-        for (seen, item) in self
-            .shared
-            .events
-            .range(id_key(after + 1)..=id_key(until))
-            .enumerate()
-        {
-            if seen == max_scan {
-                return Ok(ScanEnd {
-                    cursor,
-                    complete: false,
-                });
-            }
+        let mut seen = 0usize;
+        for item in self.shared.events.range(id_key(from)..=id_key(until)) {
             let (k, v) = item?;
-            let id = key_id(&k);
-            let view = decode(&v).map_err(|source| LogError::Corrupt { id, source })?;
-            cursor = id;
-            if !visit(id, view)? {
-                return Ok(ScanEnd {
-                    cursor,
-                    complete: cursor == until,
-                });
+            let first = key_id(&k);
+            for (i, rec) in block::records(&v).enumerate() {
+                let id = first + i as u64;
+                if id <= after {
+                    continue;
+                }
+                if id > until {
+                    break;
+                }
+                if seen == max_scan {
+                    return Ok(ScanEnd {
+                        cursor,
+                        complete: false,
+                    });
+                }
+                let view = rec
+                    .and_then(decode)
+                    .map_err(|source| LogError::Corrupt { id, source })?;
+                seen += 1;
+                cursor = id;
+                if !visit(id, view)? {
+                    return Ok(ScanEnd {
+                        cursor,
+                        complete: cursor == until,
+                    });
+                }
             }
         }
         Ok(ScanEnd {
@@ -322,9 +355,10 @@ impl EventLog {
 
 impl Shared {
     fn publish_gauges(&self) {
-        metrics::gauge!("spout_log_events").set(self.count.load(Ordering::Relaxed) as f64);
-        metrics::gauge!("spout_log_bytes").set(self.bytes.load(Ordering::Relaxed) as f64);
-        metrics::gauge!("spout_log_last_id").set(self.head.load(Ordering::Relaxed) as f64);
+        let g = &self.gauges;
+        g.events.set(self.count.load(Ordering::Relaxed) as f64);
+        g.bytes.set(self.bytes.load(Ordering::Relaxed) as f64);
+        g.last_id.set(self.head.load(Ordering::Relaxed) as f64);
     }
 }
 
@@ -379,6 +413,8 @@ fn commit(shared: &Shared, jobs: &mut [Job]) -> Committed {
     let time_ms = now_ms();
     let mut next = shared.head.load(Ordering::Acquire) + 1;
     let mut batch = sled::Batch::default();
+    let mut block = block::BlockWriter::new();
+    let mut block_first = next;
     let mut dedupe_batch = sled::Batch::default();
     let mut fresh_keys: HashMap<Vec<u8>, u64> = HashMap::new();
     let mut events = Vec::new();
@@ -404,9 +440,14 @@ fn commit(shared: &Shared, jobs: &mut [Job]) -> Committed {
                 fresh_keys.insert(dk, next);
             }
             let event = Event::new(next, time_ms, ne);
-            let rec = record::encode(&event);
-            bytes += rec.len() as u64;
-            batch.insert(&id_key(next), rec);
+            if block.is_full() {
+                let full = std::mem::replace(&mut block, block::BlockWriter::new());
+                let full = full.finish();
+                bytes += full.len() as u64;
+                batch.insert(&id_key(block_first), full);
+                block_first = next;
+            }
+            block.push(&event);
             ids.push(next);
             events.push(Arc::new(event));
             next += 1;
@@ -416,6 +457,9 @@ fn commit(shared: &Shared, jobs: &mut [Job]) -> Committed {
     if events.is_empty() {
         return (events, Ok(all_ids));
     }
+    let last_block = block.finish();
+    bytes += last_block.len() as u64;
+    batch.insert(&id_key(block_first), last_block);
     if let Err(e) = shared.events.apply_batch(batch) {
         return (Vec::new(), Err(e.into()));
     }
@@ -425,8 +469,9 @@ fn commit(shared: &Shared, jobs: &mut [Job]) -> Committed {
         .fetch_add(events.len() as u64, Ordering::Relaxed);
     shared.bytes.fetch_add(bytes, Ordering::Relaxed);
     let finish = || -> Result<(), LogError> {
-        shared.dedupe.apply_batch(dedupe_batch)?;
-        shared.meta.insert(META_HEAD, &id_key(next - 1))?;
+        if !fresh_keys.is_empty() {
+            shared.dedupe.apply_batch(dedupe_batch)?;
+        }
         if shared.fsync == Fsync::Always {
             shared.db.flush()?;
         }
@@ -506,6 +551,97 @@ mod tests {
         assert_eq!(
             collect(&log, 1),
             [(2, "2".to_string()), (3, "3".into()), (4, "4".into())]
+        );
+        log.close().unwrap();
+    }
+
+    #[tokio::test]
+    async fn retention_trims_inside_a_block_and_across_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EventLog::open(
+            &config(dir.path(), Fsync::Never),
+            Arc::new(|_: &[Arc<Event>]| {}),
+        )
+        .unwrap();
+        // One request: one block of 20 events; then two more blocks.
+        let batch = (1..=20)
+            .map(|i| ev("t", &i.to_string(), Some(&format!("k{i}"))))
+            .collect();
+        log.append(batch).await.unwrap();
+        log.append(vec![ev("t", "21", None)]).await.unwrap();
+        log.append(vec![ev("t", "22", None)]).await.unwrap();
+        let cfg = crate::config::RetentionConfig {
+            max_age: None,
+            max_events: Some(5),
+            max_bytes: None,
+            interval: std::time::Duration::from_secs(3600),
+        };
+        assert_eq!(retention::enforce(&log.shared, &cfg, now_ms()).unwrap(), 17);
+        assert_eq!(log.count(), 5);
+        assert_eq!(log.trimmed(), 17);
+        assert_eq!(log.earliest(), 18);
+        let ids: Vec<u64> = collect(&log, 0).into_iter().map(|(id, _)| id).collect();
+        assert_eq!(ids, [18, 19, 20, 21, 22]);
+        assert_eq!(collect(&log, 18)[0], (19, "19".to_string()));
+        // The dedupe keys of removed events are gone; kept ones still dedupe.
+        assert_eq!(
+            log.append(vec![ev("t", "again", Some("k19"))])
+                .await
+                .unwrap(),
+            [19]
+        );
+        assert_eq!(
+            log.append(vec![ev("t", "new", Some("k1"))]).await.unwrap(),
+            [23]
+        );
+        let bytes_before = log.bytes();
+        let cfg = crate::config::RetentionConfig {
+            max_events: Some(1),
+            ..cfg
+        };
+        retention::enforce(&log.shared, &cfg, now_ms()).unwrap();
+        assert_eq!(collect(&log, 0), [(23, "new".to_string())]);
+        assert!(log.bytes() < bytes_before);
+        log.close().unwrap();
+        drop(log);
+        // Counts survive a reopen.
+        let log = EventLog::open(
+            &config(dir.path(), Fsync::Never),
+            Arc::new(|_: &[Arc<Event>]| {}),
+        )
+        .unwrap();
+        assert_eq!((log.count(), log.head(), log.trimmed()), (1, 23, 22));
+        log.close().unwrap();
+    }
+
+    #[tokio::test]
+    async fn large_commits_span_blocks_and_scans_resume_anywhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EventLog::open(
+            &config(dir.path(), Fsync::Never),
+            Arc::new(|_: &[Arc<Event>]| {}),
+        )
+        .unwrap();
+        let n = block::MAX_EVENTS * 2 + 500;
+        let ids = log
+            .append((1..=n).map(|i| ev("t", &i.to_string(), None)).collect())
+            .await
+            .unwrap();
+        assert_eq!(ids.len(), n);
+        assert_eq!(log.shared.events.len(), 3, "split into three blocks");
+        for after in [0u64, 1, 1023, 1024, 1025, 2047, 2048, 2500] {
+            let got = collect(&log, after);
+            assert_eq!(got.len(), n - after as usize, "after {after}");
+            assert_eq!(got[0], (after + 1, (after + 1).to_string()));
+        }
+        // A bounded scan stops where it says.
+        let end = log.scan(1000, n as u64, 100, |_, _| Ok(true)).unwrap();
+        assert_eq!(
+            end,
+            ScanEnd {
+                cursor: 1100,
+                complete: false
+            }
         );
         log.close().unwrap();
     }

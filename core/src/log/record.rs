@@ -89,7 +89,15 @@ impl View<'_> {
 
 /// Encodes an event for storage. String fields are bounded well below
 /// `u16::MAX` by publish validation; longer ones are cut at that bound.
+#[cfg(test)]
 pub fn encode(e: &Event) -> Vec<u8> {
+    let mut out = Vec::with_capacity(20 + e.topic.len() + e.data.len());
+    encode_into(&mut out, e);
+    out
+}
+
+/// Appends the encoding of `e` to `out` (blocks hold many records back to back).
+pub fn encode_into(out: &mut Vec<u8>, e: &Event) {
     let data: &[u8] = match &e.data {
         Data::Text(t) => t.as_bytes(),
         Data::Json(j) => j,
@@ -103,16 +111,14 @@ pub fn encode(e: &Event) -> Vec<u8> {
             flags |= bit;
         }
     }
-    let mut out = Vec::with_capacity(20 + e.topic.len() + data.len());
     out.push(VERSION);
     out.push(flags);
     out.extend_from_slice(&e.time_ms.to_le_bytes());
-    put_str(&mut out, &e.topic);
+    put_str(out, &e.topic);
     for s in [&e.kind, &e.to, &e.key].into_iter().flatten() {
-        put_str(&mut out, s);
+        put_str(out, s);
     }
     out.extend_from_slice(data);
-    out
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {

@@ -5,15 +5,12 @@
 //! a client resuming from before it is told to reset instead of silently
 //! missing events.
 
-use super::{id_key, key_id, LogError, Shared, META_TRIMMED};
+use super::{block, id_key, key_id, LogError, Shared, META_TRIMMED};
 use crate::config::RetentionConfig;
 use crate::event::now_ms;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::sync::Arc;
-
-/// Records deleted per sled batch.
-const CHUNK: usize = 1024;
 
 /// Runs until `stop` is dropped, enforcing the bounds every `cfg.interval`.
 pub(super) fn run(shared: Arc<Shared>, cfg: RetentionConfig, stop: mpsc::Receiver<()>) {
@@ -40,20 +37,36 @@ fn over_bounds(cfg: &RetentionConfig, count: u64, bytes: u64, time_ms: u64, now:
 }
 
 /// Deletes the oldest events until every bound holds; returns how many.
+///
+/// Works one block at a time from the front: a block whose events must all
+/// go is deleted; one that keeps some is rewritten without its oldest events
+/// (the delete and the rewrite are one atomic sled batch).
 pub(super) fn enforce(shared: &Shared, cfg: &RetentionConfig, now: u64) -> Result<u64, LogError> {
     let mut removed = 0u64;
     loop {
+        let Some((k, v)) = shared.events.first()? else {
+            return Ok(removed);
+        };
+        let first = key_id(&k);
+        let floor = shared.trimmed.load(Ordering::Acquire);
         let mut count = shared.count.load(Ordering::Relaxed);
         let mut bytes = shared.bytes.load(Ordering::Relaxed);
-        let mut batch = sled::Batch::default();
         let mut dedupe = sled::Batch::default();
-        let (mut last, mut freed, mut n) = (0u64, 0u64, 0u64);
-        for item in shared.events.iter() {
-            let (k, v) = item?;
-            let id = key_id(&k);
-            let view = super::decode(&v).map_err(|source| LogError::Corrupt { id, source })?;
-            if n as usize == CHUNK || !over_bounds(cfg, count, bytes, view.time_ms, now) {
-                break;
+        let mut drop_n = 0u64;
+        let mut keep = block::BlockWriter::new();
+        for (i, rec) in block::records(&v).enumerate() {
+            let id = first + i as u64;
+            let rec = rec.map_err(|source| LogError::Corrupt { id, source })?;
+            if !keep.is_empty() {
+                keep.push_record(rec);
+                continue;
+            }
+            let view = super::decode(rec).map_err(|source| LogError::Corrupt { id, source })?;
+            // Ids at or below the floor are gone already (a crash between
+            // recording the floor and deleting can leave them behind).
+            if id > floor && !over_bounds(cfg, count, bytes, view.time_ms, now) {
+                keep.push_record(rec);
+                continue;
             }
             if let Some(key) = view.key {
                 let dk = super::dedupe_key(view.topic, key);
@@ -61,27 +74,35 @@ pub(super) fn enforce(shared: &Shared, cfg: &RetentionConfig, now: u64) -> Resul
                     dedupe.remove(dk);
                 }
             }
-            batch.remove(&k);
-            count -= 1;
-            bytes = bytes.saturating_sub(v.len() as u64);
-            freed += v.len() as u64;
-            last = id;
-            n += 1;
+            count = count.saturating_sub(1);
+            bytes = bytes.saturating_sub(block::footprint(rec));
+            drop_n += 1;
         }
-        if n == 0 {
+        if drop_n == 0 {
             return Ok(removed);
         }
+        let last = first + drop_n - 1;
         // Record the new floor before deleting, so a crash in between can only
         // make a resume report a reset it did not strictly need.
         shared.meta.insert(META_TRIMMED, &id_key(last))?;
         shared.trimmed.fetch_max(last, Ordering::AcqRel);
+        let mut batch = sled::Batch::default();
+        batch.remove(&k);
+        let mut new_len = 0u64;
+        if !keep.is_empty() {
+            let rest = keep.finish();
+            new_len = rest.len() as u64;
+            batch.insert(&id_key(last + 1), rest);
+        }
         shared.events.apply_batch(batch)?;
         shared.dedupe.apply_batch(dedupe)?;
-        shared.count.fetch_sub(n, Ordering::Relaxed);
-        shared.bytes.fetch_sub(freed, Ordering::Relaxed);
+        shared.count.fetch_sub(drop_n, Ordering::Relaxed);
+        shared
+            .bytes
+            .fetch_sub(v.len() as u64 - new_len, Ordering::Relaxed);
         shared.publish_gauges();
-        metrics::counter!("spout_log_retention_removed_total").increment(n);
-        removed += n;
+        metrics::counter!("spout_log_retention_removed_total").increment(drop_n);
+        removed += drop_n;
     }
 }
 
