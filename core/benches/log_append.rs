@@ -2,6 +2,8 @@
 //! one publisher and with 16 concurrent publishers (one event per append call,
 //! so 16 publishers exercise group commit: they share flushes).
 //!
+//! Also replay: scanning the log and rendering frames (`log_replay`).
+//!
 //! Run: `cargo bench -p spout --bench log_append`
 //! Target (DESIGN.md): ≥ 100,000 appended events/s with `batch`.
 
@@ -94,5 +96,46 @@ fn append(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, append);
+/// Replay: scanning the log and rendering SSE frames, as a resuming stream does.
+fn replay(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let cfg = LogConfig {
+        path: dir.path().to_path_buf(),
+        fsync: Fsync::Never,
+        ..LogConfig::default()
+    };
+    let log = EventLog::open(&cfg, Arc::new(|_: &[Arc<Event>]| {})).unwrap();
+    const N: u64 = 100_000;
+    for _ in 0..N / 1000 {
+        rt.block_on(log.append((0..1000).map(|_| event()).collect()))
+            .unwrap();
+    }
+    let mut group = c.benchmark_group("log_replay");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(N));
+    group.bench_function("scan_and_frame_100k", |b| {
+        let mut frames = bytes::BytesMut::with_capacity(1 << 20);
+        b.iter(|| {
+            let mut n = 0u64;
+            log.scan(0, N, usize::MAX, |id, view| {
+                spout::sse::put_event(&mut frames, id, view.kind, view.data_ref().unwrap());
+                if frames.len() > (1 << 20) {
+                    frames.clear();
+                }
+                n += 1;
+                Ok(true)
+            })
+            .unwrap();
+            assert_eq!(n, N);
+        })
+    });
+    group.finish();
+    log.close().unwrap();
+}
+
+criterion_group!(benches, append, replay);
 criterion_main!(benches);
