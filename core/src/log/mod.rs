@@ -4,9 +4,9 @@
 //! commit, keyed by the big-endian `u64` id of its first event, so id order is
 //! key order and replay is a range scan. One appender thread owns the write
 //! path: it drains every append request that is waiting, assigns contiguous
-//! ids, writes them as one block, fsyncs once when `fsync = "always"`, hands
-//! the events to the fan-out sink and only then answers the publishers. That
-//! is group commit: concurrent publishers share one insert and one flush.
+//! ids, writes them as one block, fsyncs once when `fsync = "always"`,
+//! answers the publishers and hands the events to the fan-out sink. That is
+//! group commit: concurrent publishers share one insert and one flush.
 //!
 //! Ids never go backwards, not even when retention empties the log and the
 //! server restarts: the highest id ever assigned is kept in a `meta` tree.
@@ -138,7 +138,8 @@ fn meta_u64(meta: &sled::Tree, key: &[u8]) -> Result<u64, sled::Error> {
 
 impl EventLog {
     /// Opens (or creates) the log in `config.path` and starts its threads.
-    /// Every committed batch is passed to `sink` before publishers are answered.
+    /// Every committed batch is passed to `sink`, in id order, right after its
+    /// publishers are answered.
     pub fn open(config: &LogConfig, sink: Sink) -> Result<EventLog, LogError> {
         let open_err = |source| LogError::Open {
             path: config.path.clone(),
@@ -375,11 +376,9 @@ fn run_appender(shared: Arc<Shared>, rx: mpsc::Receiver<Job>, sink: Sink) {
             }
         }
         let (events, result) = commit(&shared, &mut jobs);
-        // Whatever is in the log is fanned out, even if a later step of the
-        // commit failed: subscribers must never miss a stored event.
-        if !events.is_empty() {
-            sink(&events);
-        }
+        // Publishers are answered first: fan-out to many subscribers takes
+        // time and the events are already stored. Subscribers that connect in
+        // between read them from the log and skip the queued copies by id.
         match result {
             Ok(ids) => {
                 for (job, ids) in jobs.into_iter().zip(ids) {
@@ -394,6 +393,11 @@ fn run_appender(shared: Arc<Shared>, rx: mpsc::Receiver<Job>, sink: Sink) {
                     let _ = job.reply.send(Err(LogError::Append(msg.clone())));
                 }
             }
+        }
+        // Whatever is in the log is fanned out, even if a later step of the
+        // commit failed: subscribers must never miss a stored event.
+        if !events.is_empty() {
+            sink(&events);
         }
         commits.increment(1);
         latency.record(started.elapsed().as_secs_f64());
@@ -532,8 +536,8 @@ mod tests {
             [1, 2]
         );
         assert_eq!(log.append(vec![ev("a", "3", None)]).await.unwrap(), [3]);
+        log.close().unwrap(); // joins the appender: every sink call is done
         assert_eq!(*seen.lock().unwrap(), [1, 2, 3]);
-        log.close().unwrap();
         assert!(matches!(
             log.append(vec![ev("a", "x", None)]).await,
             Err(LogError::Closed)
