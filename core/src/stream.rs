@@ -98,7 +98,8 @@ impl EventStream {
             behind_since: None,
             mode,
             catchup_timeout: start.catchup_timeout,
-            batch: Vec::with_capacity(RECV_BATCH),
+            // Grows on first use: idle streams should cost as little memory as possible.
+            batch: Vec::new(),
             done: false,
             replayed: metrics::counter!("spout_events_replayed_total"),
         }
