@@ -13,6 +13,8 @@
 //! [`server::run`] serves an [`app::App`] on any listener until a shutdown
 //! future resolves; `main.rs` is only the command line around it.
 
+#![warn(missing_docs)]
+
 pub mod app;
 pub mod config;
 pub mod event;

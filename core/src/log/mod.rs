@@ -619,6 +619,45 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn retention_by_bytes_and_age() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EventLog::open(
+            &config(dir.path(), Fsync::Never),
+            Arc::new(|_: &[Arc<Event>]| {}),
+        )
+        .unwrap();
+        for i in 0..50 {
+            log.append(vec![ev("t", &"x".repeat(100 + i), None)])
+                .await
+                .unwrap();
+        }
+        let total = log.bytes();
+        let cfg = crate::config::RetentionConfig {
+            max_age: None,
+            max_events: None,
+            max_bytes: Some(bytesize::ByteSize::b(total / 2)),
+            interval: std::time::Duration::from_secs(3600),
+        };
+        let removed = retention::enforce(&log.shared, &cfg, now_ms()).unwrap();
+        assert!(
+            removed > 0 && log.bytes() <= total / 2,
+            "{} > {}",
+            log.bytes(),
+            total / 2
+        );
+        assert_eq!(log.count(), 50 - removed);
+        // Everything is older than a millisecond a second from now.
+        let cfg = crate::config::RetentionConfig {
+            max_age: Some(std::time::Duration::from_millis(1)),
+            max_bytes: None,
+            ..cfg
+        };
+        retention::enforce(&log.shared, &cfg, now_ms() + 1000).unwrap();
+        assert_eq!((log.count(), log.bytes(), log.earliest()), (0, 0, 51));
+        log.close().unwrap();
+    }
+
+    #[tokio::test]
     async fn large_commits_span_blocks_and_scans_resume_anywhere() {
         let dir = tempfile::tempdir().unwrap();
         let log = EventLog::open(
