@@ -280,3 +280,48 @@ fn coalesce(items: &[Item], cursor: &mut u64) -> Option<Bytes> {
     }
     Some(buf.freeze())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Data, Event, NewEvent};
+    use std::sync::Arc;
+
+    fn item(id: u64) -> Item {
+        Item::Event(Arc::new(Event::new(
+            id,
+            0,
+            NewEvent {
+                topic: "t".into(),
+                kind: None,
+                data: Data::Text(id.to_string()),
+                to: None,
+                key: None,
+            },
+        )))
+    }
+
+    #[test]
+    fn ready_frames_become_one_write_without_repeats() {
+        let mut cursor = 2;
+        let items = [
+            item(1),
+            item(2),
+            item(3),
+            Item::Frame(Bytes::from_static(b":\n\n")),
+            item(4),
+        ];
+        let out = coalesce(&items, &mut cursor).unwrap();
+        assert_eq!(&out[..], b"id: 3\ndata: 3\n\n:\n\nid: 4\ndata: 4\n\n");
+        assert_eq!(cursor, 4);
+        // Nothing new: nothing to write.
+        assert!(coalesce(&[item(4), Item::Frame(Bytes::new())], &mut cursor).is_none());
+        // A single frame is passed through without copying.
+        let single = [item(5)];
+        let out = coalesce(&single, &mut cursor).unwrap();
+        let Item::Event(e) = &single[0] else {
+            unreachable!()
+        };
+        assert_eq!(out.as_ptr(), e.frame().as_ptr());
+    }
+}

@@ -572,6 +572,11 @@ mod tests {
             .map(|i| ev("t", &i.to_string(), Some(&format!("k{i}"))))
             .collect();
         log.append(batch).await.unwrap();
+        assert_eq!(
+            log.shared.events.len(),
+            1,
+            "one request, one commit, one block"
+        );
         log.append(vec![ev("t", "21", None)]).await.unwrap();
         log.append(vec![ev("t", "22", None)]).await.unwrap();
         let cfg = crate::config::RetentionConfig {
@@ -745,6 +750,9 @@ mod tests {
         }
         all.sort_unstable();
         assert_eq!(all, (1..=800).collect::<Vec<u64>>());
+        // Group commit: one block per commit, and waiting publishers shared commits.
+        let blocks = log.shared.events.len();
+        assert!(blocks < 800, "{blocks} commits for 800 concurrent appends");
         log.close().unwrap();
     }
 }
