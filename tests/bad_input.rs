@@ -41,141 +41,76 @@ async fn publish_rejections() {
     })
     .await;
     let a = server.addr;
-    let json_ct: &[(&str, &str)] = &[("content-type", "application/json")];
-    let bad = StatusCode::BAD_REQUEST;
-    expect_error(
-        a,
-        Method::POST,
-        "/publish",
-        json_ct,
-        "{\"topic\":",
-        bad,
-        "invalid_json",
-    )
-    .await;
-    expect_error(
-        a,
-        Method::POST,
-        "/publish",
-        json_ct,
-        r#"{"data":1}"#,
-        bad,
-        "missing_topic",
-    )
-    .await;
-    expect_error(
-        a,
-        Method::POST,
-        "/publish",
-        json_ct,
-        r#"{"topic":"has space","data":1}"#,
-        bad,
-        "invalid_topic",
-    )
-    .await;
-    expect_error(
-        a,
-        Method::POST,
-        "/publish",
-        json_ct,
-        r#"{"topic":"a/*","data":1}"#,
-        bad,
-        "invalid_topic",
-    )
-    .await;
-    expect_error(
-        a,
-        Method::POST,
-        "/publish",
-        json_ct,
-        r#"{"topic":"a","tpye":"x","data":1}"#,
-        bad,
-        "invalid_json",
-    )
-    .await;
-    expect_error(
-        a,
-        Method::POST,
-        "/publish",
-        json_ct,
-        r#"{"topic":"a","type":"x\ny","data":1}"#,
-        bad,
-        "invalid_field",
-    )
-    .await;
-    expect_error(
-        a,
-        Method::POST,
-        "/publish",
-        json_ct,
-        "[]",
-        bad,
-        "empty_body",
-    )
-    .await;
-    // One bad event rejects the whole batch.
-    expect_error(
-        a,
-        Method::POST,
-        "/publish",
-        json_ct,
-        r#"[{"topic":"ok","data":1},{"topic":"","data":2}]"#,
-        bad,
-        "invalid_topic",
-    )
-    .await;
+    let json = "application/json";
+    let ndjson = "application/x-ndjson";
     let big = json!({"topic":"a","data":"x".repeat(1025)}).to_string();
-    expect_error(
-        a,
-        Method::POST,
-        "/publish",
-        json_ct,
-        big,
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "event_too_large",
-    )
-    .await;
     let huge = "y".repeat(65 * 1024);
-    expect_error(
-        a,
-        Method::POST,
-        "/publish",
-        json_ct,
-        huge,
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "body_too_large",
-    )
-    .await;
-    expect_error(
-        a,
-        Method::POST,
-        "/publish",
-        &[("content-type", "text/plain")],
-        "hi",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        "unsupported_media_type",
-    )
-    .await;
-    expect_error(
-        a,
-        Method::POST,
-        "/publish",
-        &[],
-        r#"{"topic":"a","data":1}"#,
-        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        "unsupported_media_type",
-    )
-    .await;
-    expect_error(
-        a,
-        Method::POST,
-        "/publish",
-        &[("content-type", "application/x-ndjson")],
-        "{\"topic\":\"a\",\"data\":1}\nnot json\n",
-        bad,
-        "invalid_json",
-    )
-    .await;
+    let bad = StatusCode::BAD_REQUEST;
+    let too_large = StatusCode::PAYLOAD_TOO_LARGE;
+    let media = StatusCode::UNSUPPORTED_MEDIA_TYPE;
+    let cases: &[(&str, &str, StatusCode, &str)] = &[
+        (json, "{\"topic\":", bad, "invalid_json"),
+        (json, r#"{"data":1}"#, bad, "missing_topic"),
+        (
+            json,
+            r#"{"topic":"has space","data":1}"#,
+            bad,
+            "invalid_topic",
+        ),
+        (json, r#"{"topic":"a/*","data":1}"#, bad, "invalid_topic"),
+        (
+            json,
+            r#"{"topic":"a","tpye":"x","data":1}"#,
+            bad,
+            "invalid_json",
+        ),
+        (
+            json,
+            r#"{"topic":"a","type":"x\ny","data":1}"#,
+            bad,
+            "invalid_field",
+        ),
+        (json, "[]", bad, "empty_body"),
+        // One bad event rejects the whole batch.
+        (
+            json,
+            r#"[{"topic":"ok","data":1},{"topic":"","data":2}]"#,
+            bad,
+            "invalid_topic",
+        ),
+        (json, &big, too_large, "event_too_large"),
+        (json, &huge, too_large, "body_too_large"),
+        ("text/plain", "hi", media, "unsupported_media_type"),
+        (
+            "",
+            r#"{"topic":"a","data":1}"#,
+            media,
+            "unsupported_media_type",
+        ),
+        (
+            ndjson,
+            "{\"topic\":\"a\",\"data\":1}\nnot json\n",
+            bad,
+            "invalid_json",
+        ),
+    ];
+    for (content_type, body, status, code) in cases {
+        let headers: &[(&str, &str)] = if content_type.is_empty() {
+            &[]
+        } else {
+            &[("content-type", content_type)]
+        };
+        expect_error(
+            a,
+            Method::POST,
+            "/publish",
+            headers,
+            body.to_string(),
+            *status,
+            code,
+        )
+        .await;
+    }
 
     let (_, stats) = server.get_json("/stats").await;
     assert_eq!(stats["log"]["events"], 0, "nothing was written");
@@ -190,113 +125,91 @@ async fn publish_rejections() {
     server.stop().await;
 }
 
+/// method, path, request headers, expected status, expected error code.
+type Case<'a> = (
+    Method,
+    &'a str,
+    &'a [(&'a str, &'a str)],
+    StatusCode,
+    &'a str,
+);
+
 #[tokio::test]
 async fn subscribe_and_poll_rejections() {
     let server = Server::start(|c| c.server.limits.max_topics = 3).await;
     let a = server.addr;
     let bad = StatusCode::BAD_REQUEST;
-    expect_error(a, Method::GET, "/events", &[], "", bad, "missing_topic").await;
-    expect_error(
-        a,
-        Method::GET,
-        "/events?topic=a*b",
-        &[],
-        "",
-        bad,
-        "invalid_topic",
-    )
-    .await;
-    expect_error(
-        a,
-        Method::GET,
-        "/events?topic=%C3%A9",
-        &[],
-        "",
-        bad,
-        "invalid_topic",
-    )
-    .await;
-    expect_error(
-        a,
-        Method::GET,
-        "/events?topic=a&topic=b&topic=c&topic=d",
-        &[],
-        "",
-        bad,
-        "too_many_topics",
-    )
-    .await;
-    expect_error(
-        a,
-        Method::GET,
-        "/events?topic=a",
-        &[("last-event-id", "abc")],
-        "",
-        bad,
-        "invalid_last_event_id",
-    )
-    .await;
-    expect_error(
-        a,
-        Method::GET,
-        "/events?topic=a&lastEventId=-1",
-        &[],
-        "",
-        bad,
-        "invalid_last_event_id",
-    )
-    .await;
-    expect_error(
-        a,
-        Method::GET,
-        "/poll?topic=a&after=x",
-        &[],
-        "",
-        bad,
-        "invalid_after",
-    )
-    .await;
-    expect_error(
-        a,
-        Method::GET,
-        "/poll?topic=a&limit=0",
-        &[],
-        "",
-        bad,
-        "invalid_limit",
-    )
-    .await;
-    expect_error(a, Method::GET, "/poll", &[], "", bad, "missing_topic").await;
-    expect_error(
-        a,
-        Method::GET,
-        "/nowhere",
-        &[],
-        "",
-        StatusCode::NOT_FOUND,
-        "not_found",
-    )
-    .await;
-    expect_error(
-        a,
-        Method::DELETE,
-        "/publish",
-        &[],
-        "",
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-    )
-    .await;
-    expect_error(
-        a,
-        Method::GET,
-        "/publish",
-        &[],
-        "",
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-    )
-    .await;
+    let cases: &[Case] = &[
+        (Method::GET, "/events", &[], bad, "missing_topic"),
+        (Method::GET, "/events?topic=a*b", &[], bad, "invalid_topic"),
+        (
+            Method::GET,
+            "/events?topic=%C3%A9",
+            &[],
+            bad,
+            "invalid_topic",
+        ),
+        (
+            Method::GET,
+            "/events?topic=a&topic=b&topic=c&topic=d",
+            &[],
+            bad,
+            "too_many_topics",
+        ),
+        (
+            Method::GET,
+            "/events?topic=a",
+            &[("last-event-id", "abc")],
+            bad,
+            "invalid_last_event_id",
+        ),
+        (
+            Method::GET,
+            "/events?topic=a&lastEventId=-1",
+            &[],
+            bad,
+            "invalid_last_event_id",
+        ),
+        (
+            Method::GET,
+            "/poll?topic=a&after=x",
+            &[],
+            bad,
+            "invalid_after",
+        ),
+        (
+            Method::GET,
+            "/poll?topic=a&limit=0",
+            &[],
+            bad,
+            "invalid_limit",
+        ),
+        (Method::GET, "/poll", &[], bad, "missing_topic"),
+        (
+            Method::GET,
+            "/nowhere",
+            &[],
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            Method::DELETE,
+            "/publish",
+            &[],
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+        (
+            Method::GET,
+            "/publish",
+            &[],
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+    ];
+    for (method, path, headers, status, code) in cases {
+        expect_error(a, method.clone(), path, headers, "", *status, code).await;
+    }
     server.stop().await;
 }
 

@@ -25,6 +25,19 @@ fn event() -> NewEvent {
     }
 }
 
+/// A log in a fresh directory under the target dir (a real disk, so fsync is
+/// real), with a fan-out sink that does nothing.
+fn open(fsync: Fsync) -> (tempfile::TempDir, EventLog) {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let cfg = LogConfig {
+        path: dir.path().to_path_buf(),
+        fsync,
+        ..LogConfig::default()
+    };
+    let log = EventLog::open(&cfg, Arc::new(|_: &[Arc<Event>]| {})).unwrap();
+    (dir, log)
+}
+
 fn append(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -36,13 +49,7 @@ fn append(c: &mut Criterion) {
     group.warm_up_time(Duration::from_secs(1));
     for (fsync, per_iter) in [(Fsync::Batch, 4000u64), (Fsync::Always, 400)] {
         for publishers in [1u64, 16] {
-            let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-            let cfg = LogConfig {
-                path: dir.path().to_path_buf(),
-                fsync,
-                ..LogConfig::default()
-            };
-            let log = EventLog::open(&cfg, Arc::new(|_: &[Arc<Event>]| {})).unwrap();
+            let (_dir, log) = open(fsync);
             group.throughput(Throughput::Elements(per_iter));
             let id = BenchmarkId::new(
                 format!("{fsync:?}").to_lowercase(),
@@ -78,13 +85,7 @@ fn append(c: &mut Criterion) {
         }
     }
     // One request carrying 100 events: the publish API's array/NDJSON path.
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let cfg = LogConfig {
-        path: dir.path().to_path_buf(),
-        fsync: Fsync::Batch,
-        ..LogConfig::default()
-    };
-    let log = EventLog::open(&cfg, Arc::new(|_: &[Arc<Event>]| {})).unwrap();
+    let (_dir, log) = open(Fsync::Batch);
     group.throughput(Throughput::Elements(100));
     group.bench_function("batch/1_publisher_100_per_request", |b| {
         b.iter(|| {
@@ -102,13 +103,7 @@ fn replay(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let cfg = LogConfig {
-        path: dir.path().to_path_buf(),
-        fsync: Fsync::Never,
-        ..LogConfig::default()
-    };
-    let log = EventLog::open(&cfg, Arc::new(|_: &[Arc<Event>]| {})).unwrap();
+    let (_dir, log) = open(Fsync::Never);
     const N: u64 = 100_000;
     for _ in 0..N / 1000 {
         rt.block_on(log.append((0..1000).map(|_| event()).collect()))

@@ -498,6 +498,11 @@ mod tests {
         }
     }
 
+    /// Opens a log whose fan-out goes nowhere.
+    fn open_quiet(dir: &std::path::Path, fsync: Fsync) -> EventLog {
+        EventLog::open(&config(dir, fsync), Arc::new(|_: &[Arc<Event>]| {})).unwrap()
+    }
+
     fn ev(topic: &str, text: &str, key: Option<&str>) -> NewEvent {
         NewEvent {
             topic: topic.into(),
@@ -544,11 +549,7 @@ mod tests {
         ));
         drop(log);
 
-        let log = EventLog::open(
-            &config(dir.path(), Fsync::Always),
-            Arc::new(|_: &[Arc<Event>]| {}),
-        )
-        .unwrap();
+        let log = open_quiet(dir.path(), Fsync::Always);
         assert_eq!(log.head(), 3);
         assert_eq!(log.count(), 3);
         assert_eq!(log.append(vec![ev("a", "4", None)]).await.unwrap(), [4]);
@@ -562,11 +563,7 @@ mod tests {
     #[tokio::test]
     async fn retention_trims_inside_a_block_and_across_blocks() {
         let dir = tempfile::tempdir().unwrap();
-        let log = EventLog::open(
-            &config(dir.path(), Fsync::Never),
-            Arc::new(|_: &[Arc<Event>]| {}),
-        )
-        .unwrap();
+        let log = open_quiet(dir.path(), Fsync::Never);
         // One request: one block of 20 events; then two more blocks.
         let batch = (1..=20)
             .map(|i| ev("t", &i.to_string(), Some(&format!("k{i}"))))
@@ -614,11 +611,7 @@ mod tests {
         log.close().unwrap();
         drop(log);
         // Counts survive a reopen.
-        let log = EventLog::open(
-            &config(dir.path(), Fsync::Never),
-            Arc::new(|_: &[Arc<Event>]| {}),
-        )
-        .unwrap();
+        let log = open_quiet(dir.path(), Fsync::Never);
         assert_eq!((log.count(), log.head(), log.trimmed()), (1, 23, 22));
         log.close().unwrap();
     }
@@ -626,11 +619,7 @@ mod tests {
     #[tokio::test]
     async fn retention_by_bytes_and_age() {
         let dir = tempfile::tempdir().unwrap();
-        let log = EventLog::open(
-            &config(dir.path(), Fsync::Never),
-            Arc::new(|_: &[Arc<Event>]| {}),
-        )
-        .unwrap();
+        let log = open_quiet(dir.path(), Fsync::Never);
         for i in 0..50 {
             log.append(vec![ev("t", &"x".repeat(100 + i), None)])
                 .await
@@ -665,11 +654,7 @@ mod tests {
     #[tokio::test]
     async fn large_commits_span_blocks_and_scans_resume_anywhere() {
         let dir = tempfile::tempdir().unwrap();
-        let log = EventLog::open(
-            &config(dir.path(), Fsync::Never),
-            Arc::new(|_: &[Arc<Event>]| {}),
-        )
-        .unwrap();
+        let log = open_quiet(dir.path(), Fsync::Never);
         let n = block::MAX_EVENTS * 2 + 500;
         let ids = log
             .append((1..=n).map(|i| ev("t", &i.to_string(), None)).collect())
@@ -697,11 +682,7 @@ mod tests {
     #[tokio::test]
     async fn idempotency_keys_return_the_first_id() {
         let dir = tempfile::tempdir().unwrap();
-        let log = EventLog::open(
-            &config(dir.path(), Fsync::Never),
-            Arc::new(|_: &[Arc<Event>]| {}),
-        )
-        .unwrap();
+        let log = open_quiet(dir.path(), Fsync::Never);
         let ids = log
             .append(vec![
                 ev("a", "1", Some("k")),
@@ -722,11 +703,7 @@ mod tests {
     #[tokio::test]
     async fn concurrent_appends_are_all_committed_in_order() {
         let dir = tempfile::tempdir().unwrap();
-        let log = EventLog::open(
-            &config(dir.path(), Fsync::Always),
-            Arc::new(|_: &[Arc<Event>]| {}),
-        )
-        .unwrap();
+        let log = open_quiet(dir.path(), Fsync::Always);
         let mut tasks = Vec::new();
         for p in 0..16 {
             let log = log.clone();
