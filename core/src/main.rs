@@ -100,6 +100,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Log reads for replay and catch-up run on blocking threads; after a
+        // restart thousands of clients may resume at once. Bound the threads
+        // and let the reads queue instead.
+        .max_blocking_threads(64)
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
