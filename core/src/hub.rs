@@ -16,7 +16,6 @@
 use crate::event::{now_ms, Event};
 use crate::metrics::TopicMetrics;
 use crate::topic::{Pattern, Selector};
-use bytes::Bytes;
 use metrics::{Counter, Gauge};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -30,8 +29,10 @@ use tokio_util::sync::CancellationToken;
 pub enum Item {
     /// A committed event.
     Event(Arc<Event>),
-    /// Pre-rendered bytes (heartbeat) to write as they are.
-    Frame(Bytes),
+    /// Time for a `:` heartbeat comment.
+    Heartbeat,
+    /// Nothing to write; wakes the stream so it notices a flag (shutdown).
+    Wake,
 }
 
 /// Why a subscription was refused.
@@ -332,16 +333,16 @@ impl Hub {
         }
     }
 
-    /// Queues `frame` (a heartbeat) for every subscriber, and cancels the
+    /// Queues a heartbeat for every subscriber, and cancels the
     /// connection of any subscriber that has been lagged for longer than
     /// `stuck_after` without its stream noticing — a client that stopped
     /// reading altogether. Called by one ticker for all connections.
-    pub fn tick(&self, frame: &Bytes, stuck_after: Duration) {
+    pub fn tick(&self, stuck_after: Duration) {
         let now = now_ms();
         let stuck_ms = stuck_after.as_millis() as u64;
         let routes = read(&self.inner.routes);
         for s in routes.all.values() {
-            let _ = s.tx.try_send(Item::Frame(frame.clone()));
+            let _ = s.tx.try_send(Item::Heartbeat);
             let since = s.lagged_since.load(Ordering::Acquire);
             if since != 0 && now.saturating_sub(since) > stuck_ms && !s.kill.is_cancelled() {
                 tracing::info!(connection = %s.conn_id, "closing a subscriber that stopped reading");
@@ -364,7 +365,7 @@ impl Hub {
             s.closing.store(true, Ordering::Release);
             // Wakes the stream; if the queue is full the stream is busy and
             // sees the flag on its next poll.
-            let _ = s.tx.try_send(Item::Frame(Bytes::new()));
+            let _ = s.tx.try_send(Item::Wake);
         }
     }
 

@@ -8,8 +8,6 @@
 
 use crate::app::App;
 use crate::http::{self, Conn};
-use crate::sse;
-use bytes::Bytes;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -114,13 +112,12 @@ pub async fn run(
 /// The one timer for all connections: heartbeats, stuck-subscriber sweeps and
 /// metrics upkeep.
 async fn tick(app: Arc<App>) {
-    let heartbeat = Bytes::from_static(sse::HEARTBEAT);
     let mut interval = tokio::time::interval(app.config.server.heartbeat);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     interval.tick().await;
     loop {
         interval.tick().await;
-        app.hub.tick(&heartbeat, app.config.hub.catchup_timeout * 2);
+        app.hub.tick(app.config.hub.catchup_timeout * 2);
         app.metrics.run_upkeep();
     }
 }

@@ -256,6 +256,8 @@ impl Body for EventStream {
     }
 }
 
+static HEARTBEAT: Bytes = Bytes::from_static(sse::HEARTBEAT);
+
 /// Turns queued items into one write, skipping events at or below the cursor.
 /// A single frame is passed on without copying.
 fn coalesce(items: &[Item], cursor: &mut u64) -> Option<Bytes> {
@@ -265,8 +267,8 @@ fn coalesce(items: &[Item], cursor: &mut u64) -> Option<Bytes> {
             Some(e.frame())
         }
         Item::Event(_) => None,
-        Item::Frame(f) if f.is_empty() => None,
-        Item::Frame(f) => Some(f),
+        Item::Heartbeat => Some(&HEARTBEAT),
+        Item::Wake => None,
     });
     let first = parts.next()?.clone();
     let Some(second) = parts.next() else {
@@ -304,18 +306,12 @@ mod tests {
     #[test]
     fn ready_frames_become_one_write_without_repeats() {
         let mut cursor = 2;
-        let items = [
-            item(1),
-            item(2),
-            item(3),
-            Item::Frame(Bytes::from_static(b":\n\n")),
-            item(4),
-        ];
+        let items = [item(1), item(2), item(3), Item::Heartbeat, item(4)];
         let out = coalesce(&items, &mut cursor).unwrap();
         assert_eq!(&out[..], b"id: 3\ndata: 3\n\n:\n\nid: 4\ndata: 4\n\n");
         assert_eq!(cursor, 4);
         // Nothing new: nothing to write.
-        assert!(coalesce(&[item(4), Item::Frame(Bytes::new())], &mut cursor).is_none());
+        assert!(coalesce(&[item(4), Item::Wake], &mut cursor).is_none());
         // A single frame is passed through without copying.
         let single = [item(5)];
         let out = coalesce(&single, &mut cursor).unwrap();
