@@ -16,7 +16,7 @@
 
 use crate::event::DataRef;
 use crate::hub::{Item, Subscription};
-use crate::log::{EventLog, LogError, ScanEnd};
+use crate::log::{EventLog, LogError};
 use crate::sse;
 use crate::topic::any_matches;
 use bytes::{Bytes, BytesMut};
@@ -51,7 +51,8 @@ enum Mode {
 struct Chunk {
     frames: BytesMut,
     events: u64,
-    end: ScanEnd,
+    /// Every id up to here has been looked at.
+    cursor: u64,
 }
 
 /// The SSE body of one `GET /events` response.
@@ -118,7 +119,7 @@ impl EventStream {
             let mut frames = BytesMut::new();
             let mut events = 0u64;
             let user = sub.user.as_deref();
-            let end = log.scan(after, target, CATCHUP_SCAN, |id, view| {
+            let cursor = log.scan(after, target, CATCHUP_SCAN, |id, view| {
                 if any_matches(&sub.selectors, view.topic) && view.visible_to(user) {
                     let data: DataRef<'_> = view
                         .data_ref()
@@ -131,7 +132,7 @@ impl EventStream {
             Ok(Chunk {
                 frames,
                 events,
-                end,
+                cursor,
             })
         })
     }
@@ -210,7 +211,7 @@ impl Body for EventStream {
                             continue;
                         }
                     };
-                    this.cursor = chunk.end.cursor.max(this.cursor);
+                    this.cursor = chunk.cursor.max(this.cursor);
                     this.mode = if this.cursor >= target {
                         Mode::Live
                     } else {

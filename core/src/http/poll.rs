@@ -79,9 +79,9 @@ pub async fn poll<B>(app: &Arc<App>, req: &Request<B>) -> Result<Response<Body>,
             e.to_string(),
         )
     };
-    let (events, end) = tokio::task::spawn_blocking(move || {
+    let (events, next) = tokio::task::spawn_blocking(move || {
         let mut events: Vec<PolledEvent> = Vec::new();
-        let end = log.scan(after, head, MAX_SCAN, |id, view| {
+        let next = log.scan(after, head, MAX_SCAN, |id, view| {
             if any_matches(&selectors, view.topic) && view.visible_to(user.as_deref()) {
                 let json = if view.text {
                     serde_json::to_string(&String::from_utf8_lossy(view.data))
@@ -99,7 +99,7 @@ pub async fn poll<B>(app: &Arc<App>, req: &Request<B>) -> Result<Response<Body>,
             }
             Ok(events.len() < limit)
         });
-        end.map(|end| (events, end))
+        next.map(|next| (events, next))
     })
     .await
     .map_err(|e| storage(&e))?
@@ -117,7 +117,7 @@ pub async fn poll<B>(app: &Arc<App>, req: &Request<B>) -> Result<Response<Body>,
         StatusCode::OK,
         &Page {
             events,
-            next: end.cursor,
+            next,
             reset,
         },
     ))

@@ -65,15 +65,6 @@ pub enum LogError {
     Closed,
 }
 
-/// How far a [`EventLog::scan`] got.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ScanEnd {
-    /// Every id up to and including this one has been looked at.
-    pub cursor: u64,
-    /// Whether the scan reached `until` (rather than stopping early).
-    pub complete: bool,
-}
-
 struct Job {
     events: Vec<NewEvent>,
     reply: oneshot::Sender<Result<Vec<u64>, LogError>>,
@@ -273,19 +264,18 @@ impl EventLog {
     }
 
     /// Visits stored events with `after < id <= until` in id order, at most
-    /// `max_scan` of them, until `visit` returns `false`.
+    /// `max_scan` of them, until `visit` returns `false`. Returns the cursor:
+    /// every id up to and including it has been looked at (`until` when the
+    /// scan ran to the end).
     pub fn scan(
         &self,
         after: u64,
         until: u64,
         max_scan: usize,
         mut visit: impl FnMut(u64, View<'_>) -> Result<bool, LogError>,
-    ) -> Result<ScanEnd, LogError> {
+    ) -> Result<u64, LogError> {
         if after >= until {
-            return Ok(ScanEnd {
-                cursor: after.max(until),
-                complete: true,
-            });
+            return Ok(after.max(until));
         }
         // Start at the block that holds `after + 1` (its key is at or before it).
         let from = match self.shared.events.range(..=id_key(after + 1)).next_back() {
@@ -306,10 +296,7 @@ impl EventLog {
                     break;
                 }
                 if seen == max_scan {
-                    return Ok(ScanEnd {
-                        cursor,
-                        complete: false,
-                    });
+                    return Ok(cursor);
                 }
                 let view = rec
                     .and_then(decode)
@@ -317,17 +304,11 @@ impl EventLog {
                 seen += 1;
                 cursor = id;
                 if !visit(id, view)? {
-                    return Ok(ScanEnd {
-                        cursor,
-                        complete: cursor == until,
-                    });
+                    return Ok(cursor);
                 }
             }
         }
-        Ok(ScanEnd {
-            cursor: until,
-            complete: true,
-        })
+        Ok(until)
     }
 
     /// Stops the writer and the retention task and flushes everything to disk.
@@ -669,13 +650,7 @@ mod tests {
         }
         // A bounded scan stops where it says.
         let end = log.scan(1000, n as u64, 100, |_, _| Ok(true)).unwrap();
-        assert_eq!(
-            end,
-            ScanEnd {
-                cursor: 1100,
-                complete: false
-            }
-        );
+        assert_eq!(end, 1100);
         log.close().unwrap();
     }
 
