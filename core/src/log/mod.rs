@@ -258,6 +258,12 @@ impl EventLog {
         self.shared.bytes.load(Ordering::Relaxed)
     }
 
+    /// The underlying sled database, for other stores that live beside the
+    /// log (plugin key-value trees).
+    pub fn db(&self) -> sled::Db {
+        self.shared.db.clone()
+    }
+
     /// Whether the log accepts appends (open and its writer alive).
     pub fn is_ready(&self) -> bool {
         !self.shared.stopped.load(Ordering::Acquire)

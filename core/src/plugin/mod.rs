@@ -1,0 +1,822 @@
+//! The WebAssembly plugin host: compile once, pre-instantiate, pool instances,
+//! and run every call under a deadline and a memory limit.
+//!
+//! A plugin is a wasm32-wasip2 component exporting one world of `plugins/wit`.
+//! Loading checks its imports against what the worlds grant (Spout's `log`,
+//! `clock`, `kv`; WASI cli/io/clocks/random with an empty context) and finds
+//! which world it exports. A call that traps, runs past its deadline, exceeds
+//! its memory or returns malformed data fails alone: the instance is dropped,
+//! the next call gets a fresh one, and the failure is logged and counted.
+
+pub mod bindings;
+mod builtin;
+mod cache;
+mod host;
+pub mod wire;
+
+use bindings::types::{
+    Connection, Denial, Encoded, EventBatch as Batch, Principal, Request, Subscription,
+};
+use host::HostState;
+use metrics::{Counter, Histogram};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use wasmtime::component::{Component, HasSelf, InstancePre, Linker};
+use wasmtime::{Engine, Store};
+
+pub use builtin::BUILTIN;
+
+/// Largest memory limit a plugin may ask for (the pool reserves this much
+/// address space per slot).
+pub const MAX_MEMORY: u64 = 256 << 20;
+/// Default memory limit per instance.
+pub const DEFAULT_MEMORY: u64 = 16 << 20;
+/// Default time limit per call.
+pub const DEFAULT_TIME: Duration = Duration::from_millis(50);
+/// Instances kept per plugin (more are created under contention, then dropped).
+const POOL_KEEP: usize = 8;
+/// Concurrent instances the engine's pool allows in all.
+const POOL_SLOTS: u32 = 1000;
+
+/// Import namespaces a plugin may use. Everything else (files, sockets,
+/// HTTP) is refused at load time.
+const ALLOWED_IMPORTS: &[&str] = &[
+    "spout:plugin/",
+    "wasi:cli/environment",
+    "wasi:cli/exit",
+    "wasi:cli/stdin",
+    "wasi:cli/stdout",
+    "wasi:cli/stderr",
+    "wasi:cli/terminal-",
+    "wasi:io/",
+    "wasi:clocks/",
+    "wasi:random/",
+];
+
+/// What a plugin does; each kind is one WIT world.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// Authenticates requests (`authenticate`, `on-disconnect`).
+    Auth,
+    /// Chooses events per subscription key (`keep`).
+    Filter,
+    /// Rewrites events before they are stored (`apply`).
+    Transform,
+    /// Merges a window of events (`merge`).
+    Batch,
+    /// Encodes event data (`encode`).
+    Compress,
+    /// Produces events (`poll`, `on-input`).
+    Source,
+}
+
+impl Kind {
+    /// The world name, as in config errors and `/stats`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Auth => "auth",
+            Kind::Filter => "filter",
+            Kind::Transform => "transform",
+            Kind::Batch => "batch",
+            Kind::Compress => "compress",
+            Kind::Source => "source",
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a plugin could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read plugin file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// `builtin:NAME` names no embedded plugin.
+    #[error("no built-in plugin `{0}` (built in: {list})", list = builtin::names())]
+    UnknownBuiltin(String),
+    /// The bytes are not a valid component for this engine.
+    #[error("not a valid WebAssembly component: {0:#}")]
+    Compile(wasmtime::Error),
+    /// The component imports something no world grants.
+    #[error("imports `{0}`, which plugins may not use (allowed: spout:plugin/*, wasi:cli, wasi:io, wasi:clocks, wasi:random)")]
+    ForbiddenImport(String),
+    /// The component exports none of the plugin worlds.
+    #[error(
+        "exports none of the plugin worlds (auth, filter, transform, batch, compress, source)"
+    )]
+    NoWorld,
+    /// Linking or instantiating failed.
+    #[error("cannot instantiate: {0:#}")]
+    Instantiate(wasmtime::Error),
+    /// `init` refused the config (or failed).
+    #[error("init rejected its config: {0}")]
+    Init(String),
+    /// The engine could not be set up.
+    #[error("cannot set up the plugin engine: {0:#}")]
+    Engine(wasmtime::Error),
+    /// The plugin key-value store could not be opened.
+    #[error("cannot open the plugin's key-value store: {0}")]
+    Kv(sled::Error),
+}
+
+/// Why a call failed. The instance is discarded after any of these.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The call ran past its deadline.
+    #[error("plugin `{plugin}` exceeded its {limit:?} time limit")]
+    Timeout {
+        /// Plugin name.
+        plugin: Arc<str>,
+        /// The limit.
+        limit: Duration,
+    },
+    /// The instance tried to grow past its memory limit.
+    #[error("plugin `{plugin}` exceeded its memory limit of {limit} bytes")]
+    Memory {
+        /// Plugin name.
+        plugin: Arc<str>,
+        /// The limit.
+        limit: u64,
+    },
+    /// The guest trapped (panic, unreachable, bad access).
+    #[error("plugin `{plugin}` trapped: {detail}")]
+    Trap {
+        /// Plugin name.
+        plugin: Arc<str>,
+        /// Trap description.
+        detail: String,
+    },
+    /// The guest returned data that does not hold together.
+    #[error("plugin `{plugin}` returned malformed data: {detail}")]
+    Malformed {
+        /// Plugin name.
+        plugin: Arc<str>,
+        /// What was wrong.
+        detail: String,
+    },
+    /// No instance could be created.
+    #[error("plugin `{plugin}` could not be instantiated: {detail}")]
+    Instantiate {
+        /// Plugin name.
+        plugin: Arc<str>,
+        /// Why.
+        detail: String,
+    },
+}
+
+impl CallError {
+    /// Metric label for the kind of failure.
+    pub fn label(&self) -> &'static str {
+        match self {
+            CallError::Timeout { .. } => "timeout",
+            CallError::Memory { .. } => "memory",
+            CallError::Trap { .. } => "trap",
+            CallError::Malformed { .. } => "malformed",
+            CallError::Instantiate { .. } => "instantiate",
+        }
+    }
+}
+
+/// Per-plugin resource limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Linear memory per instance, in bytes.
+    pub memory: u64,
+    /// Wall time per call.
+    pub time: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory: DEFAULT_MEMORY,
+            time: DEFAULT_TIME,
+        }
+    }
+}
+
+/// The engine shared by every plugin: compiler, epoch ticker, linker and
+/// compiled-artifact cache.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    cache: cache::ArtifactCache,
+    kv: sled::Db,
+    stop: Arc<AtomicBool>,
+}
+
+impl Runtime {
+    /// Sets up the engine. `cache_dir` keeps compiled plugins between runs;
+    /// `kv` is the database whose trees back plugin key-value stores.
+    pub fn new(cache_dir: PathBuf, kv: sled::Db) -> Result<Runtime, LoadError> {
+        let mut cfg = wasmtime::Config::new();
+        cfg.wasm_component_model(true)
+            .concurrency_support(false)
+            .epoch_interruption(true)
+            .max_wasm_stack(512 * 1024)
+            .memory_reservation(MAX_MEMORY)
+            .memory_guard_size(64 * 1024)
+            .memory_reservation_for_growth(0)
+            .parallel_compilation(true);
+        let mut pool = wasmtime::PoolingAllocationConfig::default();
+        pool.total_component_instances(POOL_SLOTS)
+            .total_core_instances(POOL_SLOTS * 4)
+            .total_memories(POOL_SLOTS)
+            .total_tables(POOL_SLOTS * 2)
+            .max_memory_size(MAX_MEMORY as usize)
+            .max_memories_per_component(2)
+            .max_core_instances_per_component(16)
+            .max_tables_per_component(4);
+        cfg.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&cfg).map_err(LoadError::Engine)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(LoadError::Engine)?;
+        bindings::base::Base::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(LoadError::Engine)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        spawn_epoch_ticker(&engine, stop.clone());
+        Ok(Runtime {
+            cache: cache::ArtifactCache::new(cache_dir),
+            engine,
+            linker,
+            kv,
+            stop,
+        })
+    }
+
+    /// Loads plugin `name` from `source` (`builtin:NAME` or a file path,
+    /// relative to `base_dir`), finds its kind and initialises one instance
+    /// with `config` (JSON).
+    pub fn load(
+        &self,
+        name: &str,
+        source: &str,
+        base_dir: &Path,
+        config: String,
+        limits: Limits,
+    ) -> Result<Arc<Plugin>, LoadError> {
+        let started = Instant::now();
+        let bytes: std::borrow::Cow<'static, [u8]> = match source.strip_prefix("builtin:") {
+            Some(b) => builtin::get(b)
+                .ok_or_else(|| LoadError::UnknownBuiltin(b.to_owned()))?
+                .into(),
+            None => {
+                let path = base_dir.join(source);
+                std::fs::read(&path)
+                    .map_err(|source| LoadError::Read { path, source })?
+                    .into()
+            }
+        };
+        let component = self.cache.component(&self.engine, &bytes)?;
+        check_imports(&self.engine, &component)?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(LoadError::Instantiate)?;
+        let world = World::detect(pre)?;
+        let name: Arc<str> = Arc::from(name);
+        let kv = self
+            .kv
+            .open_tree(format!("plugin:{name}"))
+            .map_err(LoadError::Kv)?;
+        let labels = [("plugin", name.to_string())];
+        let plugin = Plugin {
+            kind: world.kind(),
+            world,
+            config,
+            limits,
+            engine: self.engine.clone(),
+            kv,
+            pool: Mutex::new(Vec::new()),
+            calls: metrics::counter!("spout_plugin_calls_total", &labels),
+            latency: metrics::histogram!("spout_plugin_call_seconds", &labels),
+            call_count: AtomicU64::new(0),
+            error_count: AtomicU64::new(0),
+            describe: String::new(),
+            name,
+        };
+        let (first, describe) = plugin.instantiate().map_err(|e| match e {
+            InitFailure::Init(msg) => LoadError::Init(msg),
+            InitFailure::Call(err) => LoadError::Init(err.to_string()),
+        })?;
+        let plugin = Plugin { describe, ..plugin };
+        plugin.release(first);
+        tracing::debug!(plugin = %plugin.name, kind = %plugin.kind, elapsed = ?started.elapsed(), "plugin loaded");
+        Ok(Arc::new(plugin))
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+    }
+}
+
+/// One thread advances the engine's epoch every millisecond; a call's
+/// deadline is a number of ticks.
+fn spawn_epoch_ticker(engine: &Engine, stop: Arc<AtomicBool>) {
+    let weak = engine.weak();
+    let spawned = std::thread::Builder::new()
+        .name("spout-epoch".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Acquire) {
+                std::thread::sleep(Duration::from_millis(1));
+                match weak.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => break,
+                }
+            }
+        });
+    if let Err(err) = spawned {
+        tracing::error!(error = %err, "cannot start the plugin epoch ticker; plugin time limits are not enforced");
+    }
+}
+
+fn check_imports(engine: &Engine, component: &Component) -> Result<(), LoadError> {
+    for (name, _) in component.component_type().imports(engine) {
+        if !ALLOWED_IMPORTS.iter().any(|p| name.starts_with(p)) {
+            return Err(LoadError::ForbiddenImport(name.to_owned()));
+        }
+    }
+    Ok(())
+}
+
+/// The pre-instantiated component, typed by the world it exports.
+enum World {
+    Auth(bindings::auth::AuthPre<HostState>),
+    Filter(bindings::filter::FilterPre<HostState>),
+    Transform(bindings::transform::TransformPre<HostState>),
+    Batch(bindings::batch::BatchPre<HostState>),
+    Compress(bindings::compress::CompressPre<HostState>),
+    Source(bindings::source::SourcePre<HostState>),
+}
+
+impl World {
+    fn detect(pre: InstancePre<HostState>) -> Result<World, LoadError> {
+        if let Ok(p) = bindings::auth::AuthPre::new(pre.clone()) {
+            return Ok(World::Auth(p));
+        }
+        if let Ok(p) = bindings::filter::FilterPre::new(pre.clone()) {
+            return Ok(World::Filter(p));
+        }
+        if let Ok(p) = bindings::transform::TransformPre::new(pre.clone()) {
+            return Ok(World::Transform(p));
+        }
+        if let Ok(p) = bindings::batch::BatchPre::new(pre.clone()) {
+            return Ok(World::Batch(p));
+        }
+        if let Ok(p) = bindings::compress::CompressPre::new(pre.clone()) {
+            return Ok(World::Compress(p));
+        }
+        if let Ok(p) = bindings::source::SourcePre::new(pre) {
+            return Ok(World::Source(p));
+        }
+        Err(LoadError::NoWorld)
+    }
+
+    fn kind(&self) -> Kind {
+        match self {
+            World::Auth(_) => Kind::Auth,
+            World::Filter(_) => Kind::Filter,
+            World::Transform(_) => Kind::Transform,
+            World::Batch(_) => Kind::Batch,
+            World::Compress(_) => Kind::Compress,
+            World::Source(_) => Kind::Source,
+        }
+    }
+}
+
+/// A live instance's typed exports.
+enum Exports {
+    Auth(bindings::auth::Auth),
+    Filter(bindings::filter::Filter),
+    Transform(bindings::transform::Transform),
+    Batch(bindings::batch::Batch),
+    Compress(bindings::compress::Compress),
+    Source(bindings::source::Source),
+}
+
+/// One instance with its own store.
+struct Instance {
+    store: Store<HostState>,
+    exports: Exports,
+}
+
+enum InitFailure {
+    Init(String),
+    Call(CallError),
+}
+
+/// A loaded plugin: its pre-instantiated component and a pool of instances.
+pub struct Plugin {
+    name: Arc<str>,
+    kind: Kind,
+    world: World,
+    config: String,
+    limits: Limits,
+    describe: String,
+    engine: Engine,
+    kv: sled::Tree,
+    pool: Mutex<Vec<Instance>>,
+    calls: Counter,
+    latency: Histogram,
+    call_count: AtomicU64,
+    error_count: AtomicU64,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Plugin {
+    /// The name it was declared under (`[plugins.NAME]`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Which world it exports.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// What `describe()` returned at load.
+    pub fn describe(&self) -> &str {
+        &self.describe
+    }
+
+    /// Its limits.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Calls made so far.
+    pub fn calls(&self) -> u64 {
+        self.call_count.load(Ordering::Relaxed)
+    }
+
+    /// Calls that failed so far.
+    pub fn errors(&self) -> u64 {
+        self.error_count.load(Ordering::Relaxed)
+    }
+
+    /// A fresh instance from the pre-instantiated component, initialised with
+    /// the plugin's config; also returns its `describe()`.
+    fn instantiate(&self) -> Result<(Instance, String), InitFailure> {
+        let state = HostState::new(
+            self.name.clone(),
+            self.kv.clone(),
+            self.limits.memory as usize,
+        );
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.epoch_deadline_trap();
+        self.arm(&mut store);
+        let fail = |e: wasmtime::Error, store: &Store<HostState>| {
+            InitFailure::Call(self.classify(e, store))
+        };
+        let exports = match &self.world {
+            World::Auth(p) => p.instantiate(&mut store).map(Exports::Auth),
+            World::Filter(p) => p.instantiate(&mut store).map(Exports::Filter),
+            World::Transform(p) => p.instantiate(&mut store).map(Exports::Transform),
+            World::Batch(p) => p.instantiate(&mut store).map(Exports::Batch),
+            World::Compress(p) => p.instantiate(&mut store).map(Exports::Compress),
+            World::Source(p) => p.instantiate(&mut store).map(Exports::Source),
+        };
+        let exports = match exports {
+            Ok(e) => e,
+            Err(e) => return Err(fail(e, &store)),
+        };
+        macro_rules! lifecycle {
+            ($call:ident $(, $arg:expr)?) => {
+                match &exports {
+                    Exports::Auth(x) => x.spout_plugin_lifecycle().$call(&mut store $(, $arg)?),
+                    Exports::Filter(x) => x.spout_plugin_lifecycle().$call(&mut store $(, $arg)?),
+                    Exports::Transform(x) => x.spout_plugin_lifecycle().$call(&mut store $(, $arg)?),
+                    Exports::Batch(x) => x.spout_plugin_lifecycle().$call(&mut store $(, $arg)?),
+                    Exports::Compress(x) => x.spout_plugin_lifecycle().$call(&mut store $(, $arg)?),
+                    Exports::Source(x) => x.spout_plugin_lifecycle().$call(&mut store $(, $arg)?),
+                }
+            };
+        }
+        let describe = match lifecycle!(call_describe) {
+            Ok(d) => d,
+            Err(e) => return Err(fail(e, &store)),
+        };
+        self.arm(&mut store);
+        match lifecycle!(call_init, &self.config) {
+            Ok(Ok(())) => {}
+            Ok(Err(msg)) => return Err(InitFailure::Init(msg)),
+            Err(e) => return Err(fail(e, &store)),
+        }
+        Ok((Instance { store, exports }, describe))
+    }
+
+    fn arm(&self, store: &mut Store<HostState>) {
+        let ticks = (self.limits.time.as_millis() as u64).max(1);
+        store.set_epoch_deadline(ticks);
+    }
+
+    fn classify(&self, err: wasmtime::Error, store: &Store<HostState>) -> CallError {
+        let plugin = self.name.clone();
+        let _ = store;
+        if let Some(trap) = err.downcast_ref::<wasmtime::Trap>() {
+            if *trap == wasmtime::Trap::Interrupt {
+                return CallError::Timeout {
+                    plugin,
+                    limit: self.limits.time,
+                };
+            }
+        }
+        let detail = format!("{err:#}");
+        if detail.contains("growing memory") || detail.contains("memory minimum size") {
+            return CallError::Memory {
+                plugin,
+                limit: self.limits.memory,
+            };
+        }
+        CallError::Trap { plugin, detail }
+    }
+
+    fn release(&self, inst: Instance) {
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.len() < POOL_KEEP {
+            pool.push(inst);
+        }
+    }
+
+    /// Runs `f` on a pooled instance under the deadline; failures discard the
+    /// instance, are logged and counted.
+    fn call<R>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&mut Instance) -> Result<R, CallError>,
+    ) -> Result<R, CallError> {
+        let started = Instant::now();
+        self.calls.increment(1);
+        self.call_count.fetch_add(1, Ordering::Relaxed);
+        let pooled = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let inst = match pooled {
+            Some(i) => Ok(i),
+            None => self.instantiate().map(|(i, _)| i).map_err(|e| match e {
+                InitFailure::Init(detail)
+                | InitFailure::Call(CallError::Instantiate { detail, .. }) => {
+                    CallError::Instantiate {
+                        plugin: self.name.clone(),
+                        detail,
+                    }
+                }
+                InitFailure::Call(err) => err,
+            }),
+        };
+        let result = inst.and_then(|mut inst| {
+            self.arm(&mut inst.store);
+            let r = f(&mut inst);
+            if r.is_ok() {
+                self.release(inst);
+            }
+            r
+        });
+        self.latency.record(started.elapsed().as_secs_f64());
+        if let Err(err) = &result {
+            self.error_count.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("spout_plugin_errors_total", "plugin" => self.name.to_string(), "kind" => err.label()).increment(1);
+            tracing::warn!(plugin = %self.name, op, error = %err, "plugin call failed; instance replaced");
+        }
+        result
+    }
+
+    fn wasm<R>(&self, inst: &Instance, r: wasmtime::Result<R>) -> Result<R, CallError> {
+        r.map_err(|e| self.classify(e, &inst.store))
+    }
+
+    fn malformed(&self, detail: impl std::fmt::Display) -> CallError {
+        CallError::Malformed {
+            plugin: self.name.clone(),
+            detail: detail.to_string(),
+        }
+    }
+
+    fn wrong_kind(&self, want: Kind) -> CallError {
+        self.malformed(format!("is a {} plugin, not {want}", self.kind))
+    }
+
+    /// `auth`: who the request belongs to, or why it is refused.
+    pub fn authenticate(&self, req: &Request) -> Result<Result<Principal, Denial>, CallError> {
+        self.call("authenticate", |inst| {
+            let Exports::Auth(x) = &inst.exports else {
+                return Err(self.wrong_kind(Kind::Auth));
+            };
+            let r = x.call_authenticate(&mut inst.store, req);
+            let r = self.wasm(inst, r)?;
+            if let Err(d) = &r {
+                if !(400..=599).contains(&d.status) {
+                    return Err(
+                        self.malformed(format!("denial status {} is not 4xx/5xx", d.status))
+                    );
+                }
+            }
+            Ok(r)
+        })
+    }
+
+    /// `auth`: tell the plugin a connection it authenticated has ended.
+    pub fn on_disconnect(&self, conn: &Connection) -> Result<(), CallError> {
+        self.call("on-disconnect", |inst| {
+            let Exports::Auth(x) = &inst.exports else {
+                return Err(self.wrong_kind(Kind::Auth));
+            };
+            let r = x.call_on_disconnect(&mut inst.store, conn);
+            self.wasm(inst, r)
+        })
+    }
+
+    /// `filter`: which events of `events` a subscription keeps, as a mask.
+    pub fn keep(&self, sub: &Subscription, events: &Batch) -> Result<Vec<bool>, CallError> {
+        self.call("keep", |inst| {
+            let Exports::Filter(x) = &inst.exports else {
+                return Err(self.wrong_kind(Kind::Filter));
+            };
+            let r = x.call_keep(&mut inst.store, sub, events);
+            let indices = self.wasm(inst, r)?;
+            wire::keep_mask(&indices, events.events.len()).map_err(|e| self.malformed(e))
+        })
+    }
+
+    /// `transform`: the events to store instead of `events`.
+    pub fn apply(&self, events: &Batch) -> Result<Vec<wire::Returned>, CallError> {
+        self.call("apply", |inst| {
+            let Exports::Transform(x) = &inst.exports else {
+                return Err(self.wrong_kind(Kind::Transform));
+            };
+            let r = x.call_apply(&mut inst.store, events);
+            let out = self.wasm(inst, r)?;
+            wire::decode(&out).map_err(|e| self.malformed(e))
+        })
+    }
+
+    /// `batch`: the frames to send for a window of events.
+    pub fn merge(&self, events: &Batch) -> Result<Vec<wire::Returned>, CallError> {
+        self.call("merge", |inst| {
+            let Exports::Batch(x) = &inst.exports else {
+                return Err(self.wrong_kind(Kind::Batch));
+            };
+            let r = x.call_merge(&mut inst.store, events);
+            let out = self.wasm(inst, r)?;
+            wire::decode(&out).map_err(|e| self.malformed(e))
+        })
+    }
+
+    /// `compress`: encoded data, or `None` to send it as it is.
+    pub fn encode(&self, data: &[u8]) -> Result<Option<Encoded>, CallError> {
+        self.call("encode", |inst| {
+            let Exports::Compress(x) = &inst.exports else {
+                return Err(self.wrong_kind(Kind::Compress));
+            };
+            let r = x.call_encode(&mut inst.store, data);
+            self.wasm(inst, r)
+        })
+    }
+
+    /// `source`: events produced on the host's timer.
+    pub fn poll(&self, now_ms: u64) -> Result<Vec<wire::Returned>, CallError> {
+        self.call("poll", |inst| {
+            let Exports::Source(x) = &inst.exports else {
+                return Err(self.wrong_kind(Kind::Source));
+            };
+            let r = x.call_poll(&mut inst.store, now_ms);
+            let out = self.wasm(inst, r)?;
+            wire::decode(&out).map_err(|e| self.malformed(e))
+        })
+    }
+
+    /// `source`: events produced from host-read input (file lines, a webhook).
+    pub fn on_input(
+        &self,
+        input: &[u8],
+        meta: &[(String, String)],
+    ) -> Result<Result<Vec<wire::Returned>, Denial>, CallError> {
+        self.call("on-input", |inst| {
+            let Exports::Source(x) = &inst.exports else {
+                return Err(self.wrong_kind(Kind::Source));
+            };
+            let r = x.call_on_input(&mut inst.store, input, meta);
+            match self.wasm(inst, r)? {
+                Ok(out) => wire::decode(&out).map(Ok).map_err(|e| self.malformed(e)),
+                Err(d) => Ok(Err(d)),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runtime(dir: &Path) -> Runtime {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        Runtime::new(dir.join("cache"), db).unwrap()
+    }
+
+    fn test_wasm(name: &str) -> String {
+        format!("{}/test_{name}.wasm", env!("SPOUT_TEST_WASM_DIR"))
+    }
+
+    fn batch(n: u64) -> Batch {
+        let mut b = wire::BatchBuilder::default();
+        for id in 1..=n {
+            let data = format!(
+                r#"{{"severity":"{}"}}"#,
+                if id % 2 == 0 { "error" } else { "info" }
+            );
+            b.push(id, 0, "logs", None, data.as_bytes(), None);
+        }
+        b.batch().clone()
+    }
+
+    fn sub(params: &[(&str, &str)]) -> Subscription {
+        Subscription {
+            user: String::new(),
+            claims: "{}".into(),
+            topics: vec!["logs".into()],
+            params: params
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn builtin_filter_keeps_matching_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime(dir.path());
+        let p = rt
+            .load(
+                "m",
+                "builtin:filter-match",
+                dir.path(),
+                "{}".into(),
+                Limits::default(),
+            )
+            .unwrap();
+        assert_eq!(p.kind(), Kind::Filter);
+        assert!(p.describe().contains("filter-match"));
+        let mask = p
+            .keep(&sub(&[("where", "severity:eq:error")]), &batch(4))
+            .unwrap();
+        assert_eq!(mask, vec![false, true, false, true]);
+        // A second runtime on the same cache directory loads the artifact.
+        let rt2 = runtime(dir.path());
+        assert!(std::fs::read_dir(dir.path().join("cache")).unwrap().count() >= 1);
+        rt2.load(
+            "m",
+            "builtin:filter-match",
+            dir.path(),
+            "{}".into(),
+            Limits::default(),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn misbehaving_plugins_fail_their_call_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime(dir.path());
+        let limits = Limits {
+            memory: 4 << 20,
+            time: Duration::from_millis(20),
+        };
+        let load = |n: &str| rt.load(n, &test_wasm(n), dir.path(), "{}".into(), limits);
+        let err = load("fsread").unwrap_err();
+        assert!(err.to_string().contains("wasi:filesystem"), "{err}");
+        for (name, label) in [
+            ("spin", "timeout"),
+            ("bomb", "memory"),
+            ("trap", "trap"),
+            ("garbage", "malformed"),
+        ] {
+            let p = load(name).unwrap();
+            for _ in 0..2 {
+                let err = p.keep(&sub(&[]), &batch(3)).unwrap_err();
+                assert_eq!(err.label(), label, "{name}: {err}");
+            }
+            assert_eq!(p.errors(), 2);
+        }
+    }
+}
