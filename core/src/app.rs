@@ -1,21 +1,50 @@
-//! The running application's shared state: config, log, hub, metrics.
+//! The running application's shared state: config, log, hub, plugins,
+//! pipeline and metrics.
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::hub::Hub;
 use crate::log::{EventLog, LogError, Sink};
+use crate::pipeline::filter::Groups;
+use crate::pipeline::reload::ReloadStatus;
+use crate::pipeline::Pipeline;
+use crate::plugin::{LoadError, Runtime};
+use arc_swap::ArcSwap;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
+
+/// Why the app could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The log could not be opened.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// The plugin engine could not be set up.
+    #[error(transparent)]
+    Plugins(#[from] LoadError),
+    /// The pipeline in the config is invalid.
+    #[error(transparent)]
+    Pipeline(#[from] ConfigError),
+}
 
 /// Everything a request handler needs, shared by all connections.
 pub struct App {
-    /// The configuration the server was started with.
+    /// The configuration the server was started with (the pipeline part may
+    /// since have been reloaded: see [`App::pipeline`]).
     pub config: Config,
     /// The durable log (source of truth).
     pub log: EventLog,
     /// The fan-out hub the log feeds.
     pub hub: Hub,
+    /// The plugin engine.
+    pub runtime: Runtime,
+    /// The current pipeline; hot reload swaps it whole.
+    pub pipeline: ArcSwap<Pipeline>,
+    /// Shared filter groups, one per subscription key.
+    pub groups: Groups,
+    /// Outcome of the last reload, for `/stats`.
+    pub reload: Mutex<ReloadStatus>,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
     /// When the app was opened, for `/stats`.
@@ -25,8 +54,9 @@ pub struct App {
 }
 
 impl App {
-    /// Opens the log in `config.log.path` and wires it to a new hub.
-    pub fn open(config: Config) -> Result<Arc<App>, LogError> {
+    /// Opens the log in `config.log.path`, wires it to a new hub, and loads
+    /// the plugins and pipeline the config declares.
+    pub fn open(config: Config) -> Result<Arc<App>, OpenError> {
         let metrics = crate::metrics::install();
         let hub = Hub::new(config.server.limits.max_connections, config.hub.queue);
         let sink: Sink = {
@@ -34,10 +64,20 @@ impl App {
             Arc::new(move |events| hub.fan_out(events))
         };
         let log = EventLog::open(&config.log, sink)?;
+        let runtime = Runtime::new(config.log.path.join("plugin-cache"), log.db())?;
+        let started = Instant::now();
+        let pipeline = Pipeline::build(&config, &runtime, 1)?;
+        if !pipeline.plugins.is_empty() {
+            tracing::info!(plugins = pipeline.plugins.len(), elapsed = ?started.elapsed(), "pipeline ready");
+        }
         Ok(Arc::new(App {
             config,
             log,
             hub,
+            runtime,
+            pipeline: ArcSwap::from_pointee(pipeline),
+            groups: Groups::default(),
+            reload: Mutex::new(ReloadStatus::default()),
             metrics,
             started: Instant::now(),
             shutting_down: AtomicBool::new(false),

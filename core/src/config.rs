@@ -6,9 +6,11 @@
 
 use bytesize::ByteSize;
 use serde::{Deserialize, Deserializer};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+pub use toml::Spanned;
 
 /// The parsed configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -20,6 +22,105 @@ pub struct Config {
     pub hub: HubConfig,
     /// The durable event log.
     pub log: LogConfig,
+    /// `[plugins.NAME]`: plugin instances the pipeline refers to by name.
+    pub plugins: BTreeMap<String, PluginDecl>,
+    /// `[[stream]]`: SSE routes with their auth and filters. Without any, one
+    /// open route at `/events`.
+    #[serde(rename = "stream")]
+    pub streams: Vec<StreamRoute>,
+    /// `[publish]`: who may publish and what runs before the log.
+    pub publish: PublishRoute,
+    /// Where the config came from (for error positions); not a config key.
+    #[serde(skip)]
+    pub origin: Origin,
+}
+
+/// The file and text a config was parsed from, to point errors found after
+/// parsing (pipeline validation) at a line.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    /// The config file.
+    pub file: PathBuf,
+    /// Its text.
+    pub text: std::sync::Arc<str>,
+}
+
+impl Origin {
+    /// An [`ConfigError::Invalid`] at byte span `span` of this file.
+    pub fn error(&self, span: std::ops::Range<usize>, key: String, message: String) -> ConfigError {
+        let (line, column) = position(&self.text, span.start);
+        ConfigError::Invalid {
+            file: self.file.clone(),
+            line,
+            column,
+            key: Some(key),
+            message,
+        }
+    }
+}
+
+/// `[plugins.NAME]`: one plugin instance.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginDecl {
+    /// `builtin:NAME` or a path to a `.wasm` component (relative to the config file).
+    #[serde(rename = "use")]
+    pub source: Spanned<String>,
+    /// The plugin's own settings, passed to its `init` as JSON.
+    #[serde(default)]
+    pub config: toml::Table,
+    /// Memory and time limits per instance and call.
+    #[serde(default)]
+    pub limits: PluginLimits,
+    /// Filters only: what a failed call means for the events (`drop` or `pass`).
+    #[serde(default)]
+    pub on_error: OnError,
+}
+
+/// `limits = { memory = "16MiB", time = "5ms" }`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginLimits {
+    /// Linear memory per instance (default 16 MiB, at most 256 MiB).
+    pub memory: Option<ByteSize>,
+    /// Wall time per call (default 50ms).
+    #[serde(default, with = "humantime_serde")]
+    pub time: Option<Duration>,
+}
+
+/// What happens to events when a filter call fails.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    /// Drop the batch for that subscription key (fail closed).
+    #[default]
+    Drop,
+    /// Deliver the batch unfiltered.
+    Pass,
+}
+
+/// `[[stream]]`: an SSE route.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamRoute {
+    /// Request path, e.g. `/events`. `/poll` uses the `/events` route's rules.
+    pub path: Spanned<String>,
+    /// Auth plugin deciding who may subscribe and to what.
+    #[serde(default)]
+    pub auth: Option<Spanned<String>>,
+    /// Filter plugins, applied in order.
+    #[serde(default)]
+    pub filters: Vec<Spanned<String>>,
+}
+
+/// `[publish]`: `POST /publish`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PublishRoute {
+    /// Auth plugin for publishers; the principal's topics bound what it may publish.
+    pub auth: Option<Spanned<String>>,
+    /// Transform plugins run on published events before they are stored.
+    pub transforms: Vec<Spanned<String>>,
 }
 
 /// `[server]`: the listener and what every connection gets.
@@ -244,6 +345,10 @@ impl Config {
             source,
         })?;
         let mut config = Config::parse(&text, file)?;
+        config.origin = Origin {
+            file: file.to_path_buf(),
+            text: text.into(),
+        };
         if config.log.path.is_relative() {
             let base = file.parent().unwrap_or(Path::new(""));
             config.log.path = base.join(&config.log.path);

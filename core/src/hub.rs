@@ -10,16 +10,22 @@
 //! [`crate::stream`]) catches up from the log, so a slow client never slows
 //! the publisher or other clients and never silently loses an event.
 //!
+//! Filters run here, once per committed batch per filter group (subscription
+//! key), not once per subscriber.
+//!
 //! One ticker serves every connection: it queues heartbeats and closes
 //! connections that stayed lagged without even reading (see [`Hub::tick`]).
 
 use crate::event::{now_ms, Event};
 use crate::metrics::TopicMetrics;
-use crate::topic::{Pattern, Selector};
+use crate::pipeline::filter::FilterGroup;
+use crate::plugin::bindings::types::Request as PluginRequest;
+use crate::plugin::wire::BatchBuilder;
+use crate::topic::{any_matches, Pattern, Selector};
 use metrics::{Counter, Gauge};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -56,6 +62,13 @@ pub struct SubscribeSpec {
     /// Cancels the whole connection; fired when the subscriber stays lagged
     /// without reading.
     pub kill: CancellationToken,
+    /// The stream route the subscriber came in on.
+    pub route: Arc<str>,
+    /// The filters its subscription key runs, if the route has any.
+    pub filter: Option<Arc<FilterGroup>>,
+    /// The request as the route's auth plugin saw it, kept to re-check the
+    /// subscriber when the pipeline is reloaded.
+    pub auth: Option<Arc<PluginRequest>>,
 }
 
 /// One subscriber as the hub sees it.
@@ -78,6 +91,15 @@ pub struct Subscriber {
     /// Highest id queued, to queue an event once when several selectors match.
     last_offered: AtomicU64,
     kill: CancellationToken,
+    /// The stream route the subscriber came in on.
+    pub route: Arc<str>,
+    /// Its filter group (shared with equal subscription keys).
+    pub filter: Option<Arc<FilterGroup>>,
+    /// The request its auth plugin accepted.
+    pub auth: Option<Arc<PluginRequest>>,
+    /// Set when a reloaded pipeline no longer admits the subscriber: the
+    /// stream sends `event: revoked` with the reason and ends.
+    revoked: OnceLock<String>,
 }
 
 impl Subscriber {
@@ -119,6 +141,18 @@ impl Subscriber {
     /// Whether the server is shutting down this subscriber.
     pub fn is_closing(&self) -> bool {
         self.closing.load(Ordering::Acquire)
+    }
+
+    /// Ends the stream with `event: revoked` (the pipeline no longer admits it).
+    pub fn revoke(&self, reason: String) {
+        if self.revoked.set(reason).is_ok() {
+            let _ = self.tx.try_send(Item::Wake);
+        }
+    }
+
+    /// Why the subscriber was revoked, if it was.
+    pub fn revoked(&self) -> Option<&str> {
+        self.revoked.get().map(String::as_str)
     }
 }
 
@@ -236,6 +270,10 @@ impl Hub {
             closing: AtomicBool::new(false),
             last_offered: AtomicU64::new(0),
             kill: spec.kill,
+            route: spec.route,
+            filter: spec.filter,
+            auth: spec.auth,
+            revoked: OnceLock::new(),
         });
         {
             let mut routes = write(&inner.routes);
@@ -313,24 +351,35 @@ impl Hub {
         let inner = &self.inner;
         let routes = read(&inner.routes);
         let mut topics = inner.topics.lock().unwrap_or_else(|e| e.into_inner());
-        for ev in events {
+        // Filter verdicts for this batch, computed once per filter group.
+        let mut verdicts = Verdicts::default();
+        for (i, ev) in events.iter().enumerate() {
             let mut delivered = 0u64;
-            if let Some(list) = routes.exact.get(&*ev.topic) {
-                for s in list {
-                    delivered += u64::from(s.offer(ev, &inner.lagged));
+            let mut offer = |s: &Arc<Subscriber>| {
+                if let Some(g) = &s.filter {
+                    if !verdicts.keeps(g, s, events, i) {
+                        return;
+                    }
                 }
+                delivered += u64::from(s.offer(ev, &inner.lagged));
+            };
+            if let Some(list) = routes.exact.get(&*ev.topic) {
+                list.iter().for_each(&mut offer);
             }
             for (pattern, list) in routes.patterns.values() {
                 if pattern.matches(&ev.topic) {
-                    for s in list {
-                        delivered += u64::from(s.offer(ev, &inner.lagged));
-                    }
+                    list.iter().for_each(&mut offer);
                 }
             }
             let m = topics.get(&ev.topic);
             m.published.increment(1);
             m.delivered.increment(delivered);
         }
+    }
+
+    /// Every open subscriber (for re-checking them after a reload).
+    pub fn subscribers(&self) -> Vec<Arc<Subscriber>> {
+        read(&self.inner.routes).all.values().cloned().collect()
     }
 
     /// Queues a heartbeat for every subscriber, and cancels the
@@ -381,6 +430,46 @@ impl Hub {
     }
 }
 
+/// Per-batch cache of filter answers, keyed by filter group.
+#[derive(Default)]
+struct Verdicts {
+    groups: Vec<(*const FilterGroup, Vec<bool>)>,
+}
+
+impl Verdicts {
+    /// Whether group `g` (evaluated for subscriber `s`'s selectors and user)
+    /// keeps event `i` of `events`. The first question about a group runs
+    /// its filters once over every event of the batch it can see.
+    fn keeps(
+        &mut self,
+        g: &Arc<FilterGroup>,
+        s: &Subscriber,
+        events: &[Arc<Event>],
+        i: usize,
+    ) -> bool {
+        let key = Arc::as_ptr(g);
+        if let Some((_, mask)) = self.groups.iter().find(|(k, _)| *k == key) {
+            return mask[i];
+        }
+        let mut batch = BatchBuilder::default();
+        let mut index = Vec::new();
+        for (j, e) in events.iter().enumerate() {
+            if any_matches(&s.selectors, &e.topic) && e.visible_to(s.user.as_deref()) {
+                batch.push_event(e);
+                index.push(j);
+            }
+        }
+        let kept = g.evaluate(&batch);
+        let mut mask = vec![false; events.len()];
+        for (j, k) in index.into_iter().zip(kept) {
+            mask[j] = k;
+        }
+        let answer = mask[i];
+        self.groups.push((key, mask));
+        answer
+    }
+}
+
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     lock.read().unwrap_or_else(|e| e.into_inner())
 }
@@ -413,6 +502,9 @@ mod tests {
             selectors: sels.iter().map(|s| Selector::parse(s).unwrap()).collect(),
             user: user.map(Into::into),
             kill: CancellationToken::new(),
+            route: "/events".into(),
+            filter: None,
+            auth: None,
         }
     }
 

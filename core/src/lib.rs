@@ -22,6 +22,7 @@ pub mod http;
 pub mod hub;
 pub mod log;
 pub mod metrics;
+pub mod pipeline;
 pub mod plugin;
 pub mod publish;
 pub mod server;

@@ -97,12 +97,15 @@ fn report(err: &anyhow::Error) -> String {
 
 fn check(file: &std::path::Path) -> anyhow::Result<()> {
     let config = Config::load(file)?;
+    spout::pipeline::check(&config)?;
     println!(
-        "{}: ok (listen {}, log {}, fsync {:?})",
+        "{}: ok (listen {}, log {}, fsync {:?}, {} plugins, {} stream routes)",
         file.display(),
         config.server.listen,
         config.log.path.display(),
-        config.log.fsync
+        config.log.fsync,
+        config.plugins.len(),
+        config.streams.len().max(1)
     );
     Ok(())
 }

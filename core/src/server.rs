@@ -52,6 +52,11 @@ pub async fn run(
     let hard_stop = CancellationToken::new();
     let tracker = TaskTracker::new();
     let ticker = tokio::spawn(tick(app.clone()));
+    let stop_watch = CancellationToken::new();
+    let watcher = tokio::spawn(crate::pipeline::reload::watch(
+        app.clone(),
+        stop_watch.clone(),
+    ));
 
     tokio::pin!(shutdown);
     loop {
@@ -99,8 +104,10 @@ pub async fn run(
     tracker.close();
     tracker.wait().await;
     ticker.abort();
-    // Wait for the abort to land: the ticker holds the app (and the log) open.
+    stop_watch.cancel();
+    // Wait for both to end: they hold the app (and the log) open.
     let _ = ticker.await;
+    let _ = watcher.await;
     let log = app.log.clone();
     tokio::task::spawn_blocking(move || log.close())
         .await

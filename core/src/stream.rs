@@ -17,6 +17,7 @@
 use crate::event::DataRef;
 use crate::hub::{Item, Subscription};
 use crate::log::{EventLog, LogError};
+use crate::plugin::wire::BatchBuilder;
 use crate::sse;
 use crate::topic::any_matches;
 use bytes::{Bytes, BytesMut};
@@ -68,6 +69,19 @@ pub struct EventStream {
     batch: Vec<Item>,
     done: bool,
     replayed: Counter,
+    on_end: Option<OnEnd>,
+}
+
+/// Runs when the stream is dropped (the connection ended): the auth
+/// plugin's `on-disconnect` hook.
+pub type OnEnd = Box<dyn FnOnce() + Send>;
+
+impl Drop for EventStream {
+    fn drop(&mut self) {
+        if let Some(f) = self.on_end.take() {
+            f();
+        }
+    }
 }
 
 /// How a new stream starts.
@@ -103,7 +117,14 @@ impl EventStream {
             batch: Vec::new(),
             done: false,
             replayed: metrics::counter!("spout_events_replayed_total"),
+            on_end: None,
         }
+    }
+
+    /// Calls `f` when the stream ends, however it ends.
+    pub fn on_end(mut self, f: OnEnd) -> EventStream {
+        self.on_end = Some(f);
+        self
     }
 
     fn finish(&mut self, frame: Bytes) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
@@ -119,16 +140,39 @@ impl EventStream {
             let mut frames = BytesMut::new();
             let mut events = 0u64;
             let user = sub.user.as_deref();
+            let filter = sub.filter.as_ref().filter(|g| g.is_active());
+            // With filters, frames are rendered one by one, then the group's
+            // filters decide over the chunk which of them are written.
+            let mut batch = BatchBuilder::default();
+            let mut ends = Vec::new();
             let cursor = log.scan(after, target, CATCHUP_SCAN, |id, view| {
                 if any_matches(&sub.selectors, view.topic) && view.visible_to(user) {
                     let data: DataRef<'_> = view
                         .data_ref()
                         .map_err(|source| LogError::Corrupt { id, source })?;
                     sse::put_event(&mut frames, id, view.kind, data);
+                    if filter.is_some() {
+                        batch.push(id, view.time_ms, view.topic, view.kind, view.data, view.to);
+                        ends.push(frames.len());
+                    }
                     events += 1;
                 }
                 Ok(frames.len() < CATCHUP_BYTES)
             })?;
+            if let Some(group) = filter {
+                let keep = group.evaluate(&batch);
+                let mut kept = BytesMut::with_capacity(frames.len());
+                let mut start = 0;
+                events = 0;
+                for (end, k) in ends.into_iter().zip(keep) {
+                    if k {
+                        kept.extend_from_slice(&frames[start..end]);
+                        events += 1;
+                    }
+                    start = end;
+                }
+                frames = kept;
+            }
             Ok(Chunk {
                 frames,
                 events,
@@ -153,6 +197,13 @@ impl Body for EventStream {
             }
             if let Some(prelude) = this.prelude.take() {
                 return Poll::Ready(Some(Ok(Frame::data(prelude))));
+            }
+            if let Some(reason) = this.sub.subscriber.revoked() {
+                let frame = sse::control_frame(
+                    "revoked",
+                    &serde_json::json!({ "reason": reason, "last_id": this.cursor }),
+                );
+                return this.finish(frame);
             }
             if this.sub.subscriber.is_closing() {
                 return this.finish(sse::control_frame(

@@ -93,6 +93,22 @@ impl Pattern {
     }
 }
 
+impl Pattern {
+    /// Whether every topic `other` selects is also selected by `self`.
+    fn covers(&self, other: &Pattern) -> bool {
+        let mut theirs = other.segments.iter();
+        for seg in &self.segments {
+            match (seg, theirs.next()) {
+                (Segment::Rest, Some(_)) => return true,
+                (Segment::One, Some(Segment::One | Segment::Literal(_))) => {}
+                (Segment::Literal(a), Some(Segment::Literal(b))) if a == b => {}
+                _ => return false,
+            }
+        }
+        theirs.next().is_none()
+    }
+}
+
 /// What a subscriber asked for: one exact topic or one pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Selector {
@@ -143,6 +159,18 @@ impl Selector {
     }
 }
 
+/// Whether a principal allowed `allowed` may subscribe with `requested`:
+/// every topic the request selects must be selected by an allowed selector.
+/// `*` alone (like `**`) allows everything.
+pub fn covered(allowed: &[Selector], requested: &Selector) -> bool {
+    allowed.iter().any(|a| match (a, requested) {
+        (Selector::Pattern(p), _) if &**p.text() == "*" => true,
+        (a, Selector::Exact(t)) => a.matches(t),
+        (Selector::Pattern(a), Selector::Pattern(r)) => a.covers(r),
+        (Selector::Exact(_), Selector::Pattern(_)) => false,
+    })
+}
+
 /// Whether any selector in `selectors` picks `topic`.
 pub fn any_matches(selectors: &[Selector], topic: &str) -> bool {
     selectors.iter().any(|s| s.matches(topic))
@@ -154,6 +182,29 @@ mod tests {
 
     fn sel(s: &str) -> Selector {
         Selector::parse(s).unwrap()
+    }
+
+    #[test]
+    fn coverage_of_selectors() {
+        let allowed = |v: &[&str]| {
+            v.iter()
+                .map(|t| Selector::parse(t).unwrap())
+                .collect::<Vec<_>>()
+        };
+        let sel = |t: &str| Selector::parse(t).unwrap();
+        let a = allowed(&["orders/**", "users/alice", "feed/*"]);
+        assert!(covered(&a, &sel("orders/1")));
+        assert!(covered(&a, &sel("orders/*")));
+        assert!(covered(&a, &sel("orders/1/**")));
+        assert!(covered(&a, &sel("users/alice")));
+        assert!(!covered(&a, &sel("users/bob")));
+        assert!(!covered(&a, &sel("users/*")));
+        assert!(covered(&a, &sel("feed/x")));
+        assert!(!covered(&a, &sel("feed/**")));
+        assert!(!covered(&a, &sel("orders")));
+        assert!(covered(&allowed(&["**"]), &sel("a/b/c")));
+        assert!(covered(&allowed(&["*"]), &sel("a/**")));
+        assert!(!covered(&allowed(&[]), &sel("a")));
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! `GET /events`: open an SSE stream, resuming from `Last-Event-ID` if given.
 
-use super::{query_pairs, selectors, user_param, ApiError, Body, Conn};
+use super::{admit, query_pairs, selectors, ApiError, Body, Conn};
 use crate::app::App;
 use crate::hub::{HubError, SubscribeSpec};
+use crate::pipeline::Route;
+use crate::plugin::bindings::types::Connection;
 use crate::sse;
 use crate::stream::{EventStream, StreamStart};
 use bytes::BytesMut;
@@ -46,19 +48,34 @@ pub fn subscribe<B>(
     app: &Arc<App>,
     conn: &Conn,
     req: &Request<B>,
+    route: &Route,
 ) -> Result<Response<Body>, ApiError> {
     let query = query_pairs(req);
     let selectors = selectors(&query, app.config.server.limits.max_topics)?;
-    let user = user_param(app, &query)?;
     let resume = last_event_id(req, &query)?;
     let topics: Vec<String> = selectors.iter().map(|s| s.as_str().to_string()).collect();
+    let who = admit(app, conn.peer, req, &query, route, &selectors)?;
+    let filter = (!route.filters.is_empty()).then(|| {
+        app.groups.get(
+            &route.path,
+            who.user.as_deref().unwrap_or(""),
+            &who.claims,
+            &topics,
+            &query,
+            &route.filters,
+        )
+    });
+    let user = who.user;
 
     let sub = app
         .hub
         .subscribe(SubscribeSpec {
             selectors,
-            user,
+            user: user.clone(),
             kill: conn.kill.clone(),
+            route: Arc::from(route.path.as_str()),
+            filter,
+            auth: who.auth_request,
         })
         .map_err(|e| match e {
             HubError::Full(_) => ApiError::new(
@@ -97,6 +114,7 @@ pub fn subscribe<B>(
         }
     };
     tracing::debug!(connection = %sub.subscriber.conn_id, peer = %conn.peer, ?resume, "stream opened");
+    let conn_id = sub.subscriber.conn_id.to_string();
     let stream = EventStream::new(
         sub,
         app.log.clone(),
@@ -107,6 +125,26 @@ pub fn subscribe<B>(
             catchup_timeout: app.config.hub.catchup_timeout,
         },
     );
+    let stream = if route.auth.is_some() {
+        let app = app.clone();
+        let path = route.path.clone();
+        let user = user.unwrap_or_default();
+        stream.on_end(Box::new(move || {
+            // The route's auth plugin as of now (it may have been reloaded).
+            let pipeline = app.pipeline.load();
+            if let Some(plugin) = pipeline.route(&path).and_then(|r| r.auth.as_ref()) {
+                let conn = Connection {
+                    id: conn_id,
+                    user,
+                    path,
+                };
+                // A failure is logged and counted by the plugin host.
+                let _ = plugin.on_disconnect(&conn);
+            }
+        }))
+    } else {
+        stream
+    };
     let mut resp = Response::new(Either::Right(stream));
     let headers = resp.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));

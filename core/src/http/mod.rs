@@ -2,7 +2,7 @@
 //!
 //! | route | handler |
 //! |---|---|
-//! | `GET /events` | [`events`]: the SSE stream |
+//! | `GET /events` (and every `[[stream]]` path) | [`events`]: the SSE stream |
 //! | `POST /publish` | [`publish`]: append events |
 //! | `GET /poll` | [`poll`]: JSON pages for clients without SSE |
 //! | `GET /metrics`, `/healthz`, `/readyz`, `/stats` | [`ops`] |
@@ -122,16 +122,26 @@ where
     B::Error: std::fmt::Display,
 {
     let path = req.uri().path();
+    let pipeline = app.pipeline.load();
+    if let Some(r) = pipeline.route(path) {
+        if req.method() == Method::GET {
+            return events::subscribe(app, conn, &req, r);
+        }
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{} is not allowed on {path}", req.method()),
+        ));
+    }
     match (req.method(), path) {
-        (&Method::GET, "/events") => events::subscribe(app, conn, &req),
-        (&Method::POST, "/publish") => publish::publish(app, req).await,
-        (&Method::GET, "/poll") => poll::poll(app, &req).await,
+        (&Method::POST, "/publish") => publish::publish(app, conn, req).await,
+        (&Method::GET, "/poll") => poll::poll(app, conn, &req).await,
         (&Method::GET, "/metrics") => Ok(ops::metrics(app)),
         (&Method::GET, "/healthz") => Ok(ops::healthz()),
         (&Method::GET, "/readyz") => Ok(ops::readyz(app)),
         (&Method::GET, "/stats") => Ok(ops::stats(app)),
         (&Method::GET, "/") => Ok(ops::console()),
-        (_, "/events" | "/publish" | "/poll" | "/metrics" | "/healthz" | "/readyz" | "/stats") => {
+        (_, "/publish" | "/poll" | "/metrics" | "/healthz" | "/readyz" | "/stats") => {
             Err(ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
@@ -176,6 +186,48 @@ pub fn selectors(query: &[(String, String)], max: usize) -> Result<Vec<Selector>
         ));
     }
     Ok(out)
+}
+
+/// Who a subscribe request (`GET` on a stream route or `/poll`) is, once
+/// the route's auth plugin (if any) accepted it for the requested topics.
+pub struct Admitted {
+    /// The user events with `to` are matched against.
+    pub user: Option<String>,
+    /// The principal's claims (JSON), `{}` without auth.
+    pub claims: String,
+    /// The request the auth plugin saw, kept for re-checks on reload.
+    pub auth_request: Option<Arc<crate::plugin::bindings::types::Request>>,
+}
+
+/// Runs the route's auth plugin and checks the requested topics against
+/// what it grants (401/403 from the plugin, 403 for topics, 503 if the
+/// plugin fails). Without auth, `?user=` applies as before.
+pub fn admit<B>(
+    app: &App,
+    peer: SocketAddr,
+    req: &Request<B>,
+    query: &[(String, String)],
+    route: &crate::pipeline::Route,
+    selectors: &[Selector],
+) -> Result<Admitted, ApiError> {
+    use crate::pipeline::auth;
+    match &route.auth {
+        Some(plugin) => {
+            let preq = auth::plugin_request(req, query, peer);
+            let who = auth::authenticate(plugin, &preq)?;
+            auth::check_topics(&who, selectors, "subscribe to")?;
+            Ok(Admitted {
+                user: Some(who.user),
+                claims: who.claims,
+                auth_request: Some(Arc::new(preq)),
+            })
+        }
+        None => Ok(Admitted {
+            user: user_param(app, query)?,
+            claims: "{}".into(),
+            auth_request: None,
+        }),
+    }
 }
 
 /// The subscriber's user from `?user=`, which is only honoured when

@@ -56,6 +56,21 @@ pub fn stats(app: &App) -> Response<Body> {
     let hub = app.hub.stats();
     let log = &app.log;
     let first_id = Some(log.earliest()).filter(|&e| e <= log.head());
+    let pipeline = app.pipeline.load();
+    let plugins: Vec<_> = pipeline
+        .plugins
+        .iter()
+        .map(|(name, p)| {
+            json!({
+                "name": name,
+                "kind": p.kind().as_str(),
+                "calls": p.calls(),
+                "errors": p.errors(),
+                "describe": serde_json::from_str::<serde_json::Value>(p.describe()).unwrap_or(serde_json::Value::Null),
+            })
+        })
+        .collect();
+    let reload = app.reload.lock().unwrap_or_else(|e| e.into_inner()).clone();
     json_response(
         StatusCode::OK,
         &json!({
@@ -68,6 +83,17 @@ pub fn stats(app: &App) -> Response<Body> {
                 "last_id": log.head(),
                 "events": log.count(),
                 "bytes": log.bytes(),
+            },
+            "pipeline": {
+                "generation": pipeline.generation,
+                "plugins": plugins,
+                "streams": pipeline.streams.iter().map(|r| json!({
+                    "path": r.path,
+                    "auth": r.auth.as_ref().map(|p| p.name()),
+                    "filters": r.filters.iter().map(|s| s.plugin.name()).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
+                "filter_groups": app.groups.count(),
+                "last_reload": reload,
             },
             "uptime_seconds": app.started.elapsed().as_secs(),
         }),

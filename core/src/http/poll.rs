@@ -1,7 +1,10 @@
 //! `GET /poll`: pages of events as JSON, for clients that cannot hold an SSE stream.
 
-use super::{json_response, query_pairs, selectors, user_param, ApiError, Body};
+use super::{admit, json_response, query_pairs, selectors, ApiError, Body, Conn};
 use crate::app::App;
+use crate::pipeline::filter::FilterGroup;
+use crate::pipeline::DEFAULT_STREAM;
+use crate::plugin::wire::BatchBuilder;
 use crate::topic::any_matches;
 use http::{Request, Response, StatusCode};
 use serde::Serialize;
@@ -58,10 +61,37 @@ struct Page {
 /// Returns `{"events": [...], "next": M}`; ask again with `after=M`.
 /// `next` moves past scanned records even when none matched, so a client
 /// never re-reads the same stretch of log.
-pub async fn poll<B>(app: &Arc<App>, req: &Request<B>) -> Result<Response<Body>, ApiError> {
+/// Auth and filters are those of the `/events` route.
+pub async fn poll<B>(
+    app: &Arc<App>,
+    conn: &Conn,
+    req: &Request<B>,
+) -> Result<Response<Body>, ApiError> {
     let query = query_pairs(req);
     let selectors = selectors(&query, app.config.server.limits.max_topics)?;
-    let user = user_param(app, &query)?;
+    let pipeline = app.pipeline.load();
+    let route = pipeline
+        .route(DEFAULT_STREAM)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "no /events route"))?;
+    let who = admit(app, conn.peer, req, &query, route, &selectors)?;
+    let filter = (!route.filters.is_empty()).then(|| {
+        let topics: Vec<String> = selectors.iter().map(|s| s.as_str().to_string()).collect();
+        FilterGroup::standalone(
+            &route.path,
+            crate::plugin::bindings::types::Subscription {
+                user: who.user.clone().unwrap_or_default(),
+                claims: who.claims.clone(),
+                topics,
+                params: query
+                    .iter()
+                    .filter(|(k, _)| k != "topic" && k != "after" && k != "limit")
+                    .cloned()
+                    .collect(),
+            },
+            route.filters.clone(),
+        )
+    });
+    let user = who.user;
     let after: u64 = number(&query, "after", "invalid_after")?.unwrap_or(0);
     let limit: usize = number(&query, "limit", "invalid_limit")?.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
@@ -81,8 +111,12 @@ pub async fn poll<B>(app: &Arc<App>, req: &Request<B>) -> Result<Response<Body>,
     };
     let (events, next) = tokio::task::spawn_blocking(move || {
         let mut events: Vec<PolledEvent> = Vec::new();
+        let mut batch = BatchBuilder::default();
         let next = log.scan(after, head, MAX_SCAN, |id, view| {
             if any_matches(&selectors, view.topic) && view.visible_to(user.as_deref()) {
+                if filter.is_some() {
+                    batch.push(id, view.time_ms, view.topic, view.kind, view.data, view.to);
+                }
                 let json = if view.text {
                     serde_json::to_string(&String::from_utf8_lossy(view.data))
                         .unwrap_or_else(|_| "null".into())
@@ -99,6 +133,11 @@ pub async fn poll<B>(app: &Arc<App>, req: &Request<B>) -> Result<Response<Body>,
             }
             Ok(events.len() < limit)
         });
+        if let Some(group) = &filter {
+            let keep = group.evaluate(&batch);
+            let mut keep = keep.into_iter();
+            events.retain(|_| keep.next().unwrap_or(false));
+        }
         next.map(|next| (events, next))
     })
     .await

@@ -1,9 +1,14 @@
 //! `POST /publish`: validate the whole body, append it, answer with the ids.
 
-use super::{json_response, ApiError, Body};
+use super::{json_response, ApiError, Body, Conn};
 use crate::app::App;
+use crate::event::NewEvent;
 use crate::log::LogError;
+use crate::pipeline::auth;
+use crate::plugin::wire::{data_bytes, BatchBuilder};
+use crate::plugin::Plugin;
 use crate::publish::{parse_body, BodyFormat, PublishError};
+use crate::topic::{validate_topic, Selector};
 use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{Request, Response, StatusCode};
@@ -32,12 +37,28 @@ impl From<PublishError> for ApiError {
 }
 
 /// Handles a publish request end to end.
-pub async fn publish<B>(app: &Arc<App>, req: Request<B>) -> Result<Response<Body>, ApiError>
+/// With `[publish] auth`, the publisher must authenticate and may publish
+/// only to topics its principal covers; `[publish] transforms` then rewrite
+/// the events before they are stored.
+pub async fn publish<B>(
+    app: &Arc<App>,
+    conn: &Conn,
+    req: Request<B>,
+) -> Result<Response<Body>, ApiError>
 where
     B: http_body::Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
     let limits = &app.config.server.limits;
+    let pipeline = app.pipeline.load_full();
+    let publisher = match &pipeline.publish.auth {
+        Some(plugin) => {
+            let query = super::query_pairs(&req);
+            let preq = auth::plugin_request(&req, &query, conn.peer);
+            Some(auth::authenticate(plugin, &preq)?)
+        }
+        None => None,
+    };
     let content_type = req
         .headers()
         .get(CONTENT_TYPE)
@@ -52,7 +73,24 @@ where
     })?;
     let max_body = limits.max_body_bytes.as_u64() as usize;
     let body = read_body(req, max_body, app.config.server.body_timeout).await?;
-    let events = parse_body(format, &body, limits.max_event_bytes.as_u64() as usize)?;
+    let max_event = limits.max_event_bytes.as_u64() as usize;
+    let mut events = parse_body(format, &body, max_event)?;
+    if let Some(who) = &publisher {
+        let topics: Vec<Selector> = events
+            .iter()
+            .map(|e| Selector::Exact(Arc::from(e.topic.as_str())))
+            .collect();
+        auth::check_topics(who, &topics, "publish to")?;
+    }
+    for plugin in &pipeline.publish.transforms {
+        events = transform(plugin, events, max_event)?;
+    }
+    if events.is_empty() {
+        return Ok(json_response(
+            StatusCode::OK,
+            &serde_json::json!({ "ids": [] }),
+        ));
+    }
     let count = events.len();
     let ids = app.log.append(events).await.map_err(|e| match e {
         LogError::Closed => ApiError::new(
@@ -71,6 +109,59 @@ where
         StatusCode::OK,
         &serde_json::json!({ "ids": ids }),
     ))
+}
+
+/// Runs one transform plugin over the events and checks what it returns as
+/// strictly as a publisher's own events.
+fn transform(
+    plugin: &Plugin,
+    events: Vec<NewEvent>,
+    max_event: usize,
+) -> Result<Vec<NewEvent>, ApiError> {
+    let mut batch = BatchBuilder::default();
+    for e in &events {
+        batch.push(
+            0,
+            0,
+            &e.topic,
+            e.kind.as_deref(),
+            data_bytes(&e.data),
+            e.to.as_deref(),
+        );
+    }
+    let out = plugin.apply(batch.batch()).map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "transform_failed",
+            e.to_string(),
+        )
+    })?;
+    let same_shape = out.len() == events.len();
+    out.into_iter()
+        .zip(events.iter().map(Some).chain(std::iter::repeat(None)))
+        .map(|(r, original)| {
+            let mut e = r.event;
+            let bad = |detail: String| {
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "transform_invalid",
+                    format!(
+                        "transform `{}` produced an invalid event: {detail}",
+                        plugin.name()
+                    ),
+                )
+            };
+            validate_topic(&e.topic).map_err(|err| bad(format!("topic {:?}: {err}", e.topic)))?;
+            if e.data.len() > max_event {
+                return Err(bad(format!("data is over {max_event} bytes")));
+            }
+            if same_shape {
+                // One event in, one out: keep the publisher's idempotency key.
+                e.key = original.and_then(|o| o.key.clone());
+            }
+            Ok(e)
+        })
+        .collect()
 }
 
 /// Reads the body up to `max` bytes; a body that stalls for `idle` is cut off.

@@ -1,0 +1,152 @@
+//! Filters run once per event batch per *subscription key*, not per
+//! connection: connections with the same route, principal, topic selectors
+//! and filter parameters share one [`FilterGroup`], and the hub asks the group,
+//! not each connection.
+
+use super::Stage;
+use crate::config::OnError;
+use crate::plugin::bindings::types::Subscription;
+use crate::plugin::wire::BatchBuilder;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock, Weak};
+
+/// Query parameters never passed to filters (they carry credentials or are
+/// the stream's own).
+const PRIVATE_PARAMS: &[&str] = &[
+    "topic",
+    "lastEventId",
+    "token",
+    "apikey",
+    "ticket",
+    "authorization",
+    "user",
+];
+
+/// Connections sharing one subscription key, and the filters they run.
+pub struct FilterGroup {
+    /// The route the connections came in on.
+    pub route: String,
+    /// What the filters are told about the subscription.
+    pub sub: Subscription,
+    stages: RwLock<Arc<[Stage]>>,
+}
+
+impl std::fmt::Debug for FilterGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FilterGroup")
+            .field("route", &self.route)
+            .field("user", &self.sub.user)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FilterGroup {
+    /// A group outside the registry (for one `/poll` request).
+    pub fn standalone(route: &str, sub: Subscription, stages: Arc<[Stage]>) -> FilterGroup {
+        FilterGroup {
+            route: route.to_owned(),
+            sub,
+            stages: RwLock::new(stages),
+        }
+    }
+
+    /// Which events of `batch` the group's subscribers see. Every filter sees
+    /// the whole batch and the answers are combined (an event passes when all
+    /// keep it). A failed call drops or passes the batch per `on_error`.
+    pub fn evaluate(&self, batch: &BatchBuilder) -> Vec<bool> {
+        let n = batch.len();
+        let stages = self
+            .stages
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mut keep = vec![true; n];
+        if n == 0 {
+            return keep;
+        }
+        for stage in stages.iter() {
+            match stage.plugin.keep(&self.sub, batch.batch()) {
+                Ok(mask) => {
+                    for (k, m) in keep.iter_mut().zip(mask) {
+                        *k &= m;
+                    }
+                }
+                Err(_) if stage.on_error == OnError::Pass => {}
+                Err(_) => keep.iter_mut().for_each(|k| *k = false),
+            }
+        }
+        keep
+    }
+
+    /// Whether the group runs any filter.
+    pub fn is_active(&self) -> bool {
+        !self
+            .stages
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
+
+    /// Replaces the filters (hot reload).
+    pub fn set_stages(&self, stages: Arc<[Stage]>) {
+        *self.stages.write().unwrap_or_else(|e| e.into_inner()) = stages;
+    }
+}
+
+/// Interns [`FilterGroup`]s by subscription key so equal keys share one.
+#[derive(Default)]
+pub struct Groups {
+    map: Mutex<HashMap<String, Weak<FilterGroup>>>,
+}
+
+impl Groups {
+    /// The group for this key, created with `stages` if none is alive.
+    pub fn get(
+        &self,
+        route: &str,
+        user: &str,
+        claims: &str,
+        selectors: &[String],
+        query: &[(String, String)],
+        stages: &Arc<[Stage]>,
+    ) -> Arc<FilterGroup> {
+        let mut topics = selectors.to_vec();
+        topics.sort();
+        let mut params: Vec<(String, String)> = query
+            .iter()
+            .filter(|(k, _)| !PRIVATE_PARAMS.contains(&k.as_str()))
+            .cloned()
+            .collect();
+        params.sort();
+        let key = serde_json::json!([route, user, claims, topics, params]).to_string();
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(g) = map.get(&key).and_then(Weak::upgrade) {
+            return g;
+        }
+        map.retain(|_, g| g.strong_count() > 0);
+        let group = Arc::new(FilterGroup {
+            route: route.to_owned(),
+            sub: Subscription {
+                user: user.to_owned(),
+                claims: claims.to_owned(),
+                topics,
+                params,
+            },
+            stages: RwLock::new(stages.clone()),
+        });
+        map.insert(key, Arc::downgrade(&group));
+        group
+    }
+
+    /// Every live group (for hot reload).
+    pub fn live(&self) -> Vec<Arc<FilterGroup>> {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.values().filter_map(Weak::upgrade).collect()
+    }
+
+    /// Number of live groups (distinct subscription keys).
+    pub fn count(&self) -> usize {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.values().filter(|g| g.strong_count() > 0).count()
+    }
+}

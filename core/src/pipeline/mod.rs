@@ -1,0 +1,265 @@
+//! The running graph built from config: which plugins exist, which route
+//! authenticates and filters with which, what runs before the log.
+//!
+//! A [`Pipeline`] is immutable; hot reload ([`reload`]) builds a new one off
+//! to the side and swaps it in whole, so a request sees one generation.
+
+pub mod auth;
+pub mod filter;
+pub mod reload;
+
+use crate::config::{Config, ConfigError, OnError, Origin, Spanned};
+use crate::plugin::{Kind, Limits, Plugin, Runtime, MAX_MEMORY};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+/// The path of the stream route used when config declares none; `/poll`
+/// follows its rules.
+pub const DEFAULT_STREAM: &str = "/events";
+
+/// Paths stream routes may not take.
+const RESERVED: &[&str] = &[
+    "/", "/publish", "/poll", "/metrics", "/healthz", "/readyz", "/stats",
+];
+
+/// A filter in a route, with what its failure means.
+#[derive(Debug, Clone)]
+pub struct Stage {
+    /// The filter plugin.
+    pub plugin: Arc<Plugin>,
+    /// `drop` or `pass` the events when a call fails.
+    pub on_error: OnError,
+}
+
+/// An SSE route: who may subscribe and which events each subscription sees.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Request path.
+    pub path: String,
+    /// Auth plugin; `None` means open.
+    pub auth: Option<Arc<Plugin>>,
+    /// Filters, in order.
+    pub filters: Arc<[Stage]>,
+}
+
+/// `POST /publish` rules.
+#[derive(Debug, Clone, Default)]
+pub struct PublishRules {
+    /// Auth plugin for publishers.
+    pub auth: Option<Arc<Plugin>>,
+    /// Transforms run before the log, in order.
+    pub transforms: Vec<Arc<Plugin>>,
+}
+
+/// One generation of the pipeline.
+#[derive(Debug)]
+pub struct Pipeline {
+    /// Increases by one with every successful reload.
+    pub generation: u64,
+    /// Every declared plugin by name.
+    pub plugins: BTreeMap<String, Arc<Plugin>>,
+    /// SSE routes.
+    pub streams: Vec<Route>,
+    /// Publishing rules.
+    pub publish: PublishRules,
+}
+
+impl Pipeline {
+    /// Loads every declared plugin and resolves the routes. Any problem is
+    /// an error naming the file, line, key and plugin.
+    pub fn build(
+        config: &Config,
+        runtime: &Runtime,
+        generation: u64,
+    ) -> Result<Pipeline, ConfigError> {
+        let origin = &config.origin;
+        let base = origin.file.parent().unwrap_or(Path::new(""));
+        let mut plugins = BTreeMap::new();
+        for (name, decl) in &config.plugins {
+            let key = format!("plugins.{name}");
+            let memory = decl
+                .limits
+                .memory
+                .map_or(crate::plugin::DEFAULT_MEMORY, |m| m.as_u64());
+            if !((1 << 20)..=MAX_MEMORY).contains(&memory) {
+                return Err(origin.error(
+                    decl.source.span(),
+                    format!("{key}.limits.memory"),
+                    format!(
+                        "plugin `{name}`: memory limit must be between 1MiB and {}MiB",
+                        MAX_MEMORY >> 20
+                    ),
+                ));
+            }
+            let time = decl.limits.time.unwrap_or(crate::plugin::DEFAULT_TIME);
+            if time.is_zero() || time > std::time::Duration::from_secs(10) {
+                return Err(origin.error(
+                    decl.source.span(),
+                    format!("{key}.limits.time"),
+                    format!("plugin `{name}`: time limit must be between 1ms and 10s"),
+                ));
+            }
+            let json = serde_json::to_string(&decl.config).unwrap_or_else(|_| "{}".into());
+            let plugin = runtime
+                .load(
+                    name,
+                    decl.source.get_ref(),
+                    base,
+                    json,
+                    Limits { memory, time },
+                )
+                .map_err(|e| {
+                    origin.error(
+                        decl.source.span(),
+                        format!("{key}.use"),
+                        format!("plugin `{name}`: {e}"),
+                    )
+                })?;
+            tracing::info!(plugin = %name, kind = %plugin.kind(), source = %decl.source.get_ref(), "plugin loaded");
+            plugins.insert(name.clone(), plugin);
+        }
+
+        let lookup = |slot: &Spanned<String>, key: String, kind: Kind, route: &str| {
+            let name = slot.get_ref();
+            let plugin = plugins.get(name).ok_or_else(|| {
+                origin.error(
+                    slot.span(),
+                    key.clone(),
+                    format!("{route}: no plugin named `{name}` (declare it as [plugins.{name}])"),
+                )
+            })?;
+            if plugin.kind() != kind {
+                return Err(origin.error(
+                    slot.span(),
+                    key,
+                    format!(
+                        "{route}: plugin `{name}` is a {} plugin; this slot takes a {kind} plugin",
+                        plugin.kind()
+                    ),
+                ));
+            }
+            Ok(plugin.clone())
+        };
+
+        let mut streams = Vec::new();
+        for (i, r) in config.streams.iter().enumerate() {
+            let path = r.path.get_ref();
+            let route = format!("stream route `{path}`");
+            if !path.starts_with('/') || path.contains(['?', '#', ' ']) {
+                return Err(origin.error(
+                    r.path.span(),
+                    format!("stream[{i}].path"),
+                    format!("{route}: a path starts with `/` and has no query"),
+                ));
+            }
+            if RESERVED.contains(&path.as_str()) || path.starts_with("/.well-known/") {
+                return Err(origin.error(
+                    r.path.span(),
+                    format!("stream[{i}].path"),
+                    format!("{route}: `{path}` is reserved"),
+                ));
+            }
+            if streams.iter().any(|s: &Route| s.path == *path) {
+                return Err(origin.error(
+                    r.path.span(),
+                    format!("stream[{i}].path"),
+                    format!("{route}: declared twice"),
+                ));
+            }
+            let auth = match &r.auth {
+                Some(a) => Some(lookup(a, format!("stream[{i}].auth"), Kind::Auth, &route)?),
+                None => None,
+            };
+            let filters = r
+                .filters
+                .iter()
+                .enumerate()
+                .map(|(j, f)| {
+                    let plugin =
+                        lookup(f, format!("stream[{i}].filters[{j}]"), Kind::Filter, &route)?;
+                    let on_error = config
+                        .plugins
+                        .get(f.get_ref())
+                        .map(|d| d.on_error)
+                        .unwrap_or_default();
+                    Ok(Stage { plugin, on_error })
+                })
+                .collect::<Result<Vec<_>, ConfigError>>()?;
+            streams.push(Route {
+                path: path.clone(),
+                auth,
+                filters: filters.into(),
+            });
+        }
+        if !streams.iter().any(|s| s.path == DEFAULT_STREAM) {
+            streams.push(Route {
+                path: DEFAULT_STREAM.into(),
+                auth: None,
+                filters: Arc::from(Vec::new()),
+            });
+        }
+
+        let route = "[publish]";
+        let publish = PublishRules {
+            auth: match &config.publish.auth {
+                Some(a) => Some(lookup(a, "publish.auth".into(), Kind::Auth, route)?),
+                None => None,
+            },
+            transforms: config
+                .publish
+                .transforms
+                .iter()
+                .enumerate()
+                .map(|(j, t)| {
+                    lookup(
+                        t,
+                        format!("publish.transforms[{j}]"),
+                        Kind::Transform,
+                        route,
+                    )
+                })
+                .collect::<Result<_, _>>()?,
+        };
+
+        Ok(Pipeline {
+            generation,
+            plugins,
+            streams,
+            publish,
+        })
+    }
+
+    /// The stream route serving `path`.
+    pub fn route(&self, path: &str) -> Option<&Route> {
+        self.streams.iter().find(|r| r.path == path)
+    }
+}
+
+/// Checks a config the way serving would, without serving: loads every
+/// plugin into a throwaway runtime (`spout check`).
+pub fn check(config: &Config) -> Result<(), ConfigError> {
+    let dir = std::env::temp_dir().join(format!("spout-check-{}", std::process::id()));
+    let db = sled::Config::new()
+        .temporary(true)
+        .path(dir.join("kv"))
+        .open();
+    let db = match db {
+        Ok(db) => db,
+        Err(e) => {
+            return Err(error_at_start(
+                &config.origin,
+                format!("cannot open a scratch store: {e}"),
+            ));
+        }
+    };
+    let runtime = Runtime::new(config.log.path.join("plugin-cache"), db)
+        .map_err(|e| error_at_start(&config.origin, e.to_string()))?;
+    let result = Pipeline::build(config, &runtime, 0).map(|_| ());
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn error_at_start(origin: &Origin, message: String) -> ConfigError {
+    origin.error(0..0, "plugins".into(), message)
+}

@@ -1,0 +1,226 @@
+//! Hot reload: when `config.toml` or a plugin file changes (or on SIGHUP),
+//! build the complete new pipeline off to the side and swap it in whole.
+//!
+//! If anything fails the old pipeline keeps serving and the error is logged
+//! and shown in `/stats`. After a swap, open connections stay open: their
+//! filter groups take the new filters, and each is re-checked against its
+//! route's new auth; one the new pipeline would refuse gets `event: revoked`.
+
+use super::auth::{authenticate, check_topics};
+use super::Pipeline;
+use crate::app::App;
+use crate::config::Config;
+use crate::event::now_ms;
+use notify::{RecursiveMode, Watcher};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Quiet time after a file event before reloading (editors write in steps).
+const DEBOUNCE: Duration = Duration::from_millis(150);
+
+/// The outcome of the last reload attempt, for `/stats`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ReloadStatus {
+    /// Reload attempts so far.
+    pub attempts: u64,
+    /// Whether the last attempt succeeded.
+    pub ok: Option<bool>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// When it happened (ms since the epoch).
+    pub at_ms: Option<u64>,
+    /// Connections closed with `revoked` by the last successful reload.
+    pub revoked: usize,
+}
+
+/// Reloads the pipeline from the config file now (blocking: compiles
+/// plugins). Returns the new generation, or the error that kept the old one.
+pub fn reload(app: &Arc<App>) -> Result<u64, String> {
+    let file = app.config.origin.file.clone();
+    let result = Config::load(&file)
+        .map_err(|e| e.to_string())
+        .and_then(|mut config| {
+            // The data directory (and so the plugin cache) is fixed at start.
+            config.log.path = app.config.log.path.clone();
+            let generation = app.pipeline.load().generation + 1;
+            Pipeline::build(&config, &app.runtime, generation).map_err(|e| e.to_string())
+        });
+    let mut status = app.reload.lock().unwrap_or_else(|e| e.into_inner());
+    status.attempts += 1;
+    status.at_ms = Some(now_ms());
+    match result {
+        Ok(pipeline) => {
+            let pipeline = Arc::new(pipeline);
+            app.pipeline.store(pipeline.clone());
+            let revoked = reevaluate(app, &pipeline);
+            let generation = pipeline.generation;
+            tracing::info!(
+                generation,
+                revoked,
+                plugins = pipeline.plugins.len(),
+                "pipeline reloaded"
+            );
+            metrics::counter!("spout_pipeline_reloads_total", "result" => "ok").increment(1);
+            *status = ReloadStatus {
+                attempts: status.attempts,
+                ok: Some(true),
+                error: None,
+                at_ms: status.at_ms,
+                revoked,
+            };
+            Ok(generation)
+        }
+        Err(error) => {
+            tracing::error!(%error, "pipeline reload failed; the previous pipeline keeps serving");
+            metrics::counter!("spout_pipeline_reloads_total", "result" => "error").increment(1);
+            status.ok = Some(false);
+            status.error = Some(error.clone());
+            Err(error)
+        }
+    }
+}
+
+/// Applies a new pipeline to open connections; returns how many were revoked.
+fn reevaluate(app: &App, pipeline: &Pipeline) -> usize {
+    for group in app.groups.live() {
+        match pipeline.route(&group.route) {
+            Some(r) => group.set_stages(r.filters.clone()),
+            None => group.set_stages(Arc::from(Vec::new())),
+        }
+    }
+    let mut revoked = 0;
+    for sub in app.hub.subscribers() {
+        let verdict = match pipeline.route(&sub.route) {
+            None => Err(format!("route {} was removed", sub.route)),
+            Some(route) => match (&route.auth, &sub.auth) {
+                (None, _) => Ok(()),
+                (Some(_), None) => Err(format!("route {} now requires authentication", sub.route)),
+                (Some(plugin), Some(req)) => authenticate(plugin, req)
+                    .and_then(|who| {
+                        if sub.user.as_deref() != Some(who.user.as_str()) {
+                            return Err(crate::http::ApiError::new(
+                                http::StatusCode::FORBIDDEN,
+                                "forbidden",
+                                "the credentials now belong to another user",
+                            ));
+                        }
+                        check_topics(&who, &sub.selectors, "subscribe to")
+                    })
+                    .map_err(|e| e.detail),
+            },
+        };
+        if let Err(reason) = verdict {
+            tracing::info!(connection = %sub.conn_id, %reason, "connection revoked by the reloaded pipeline");
+            sub.revoke(reason);
+            revoked += 1;
+        }
+    }
+    revoked
+}
+
+/// Files a reload should follow: the config file and every plugin file it names.
+fn watched_files(app: &App) -> BTreeSet<PathBuf> {
+    let mut files = BTreeSet::new();
+    let file = &app.config.origin.file;
+    files.insert(absolute(file));
+    // Plugin files as the config on disk names them now.
+    if let Ok(config) = Config::load(file) {
+        let base = file.parent().unwrap_or(Path::new(""));
+        for decl in config.plugins.values() {
+            let source = decl.source.get_ref();
+            if !source.starts_with("builtin:") {
+                files.insert(absolute(&base.join(source)));
+            }
+        }
+    }
+    files
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// Watches the config and plugin files (and SIGHUP) and reloads on change,
+/// until `stop` is cancelled. Does nothing for a config not read from a file.
+pub async fn watch(app: Arc<App>, stop: CancellationToken) {
+    if app.config.origin.file.as_os_str().is_empty() {
+        return;
+    }
+    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+    let files = Arc::new(std::sync::RwLock::new(watched_files(&app)));
+    let handler = {
+        let files = files.clone();
+        let tx = tx.clone();
+        move |res: notify::Result<notify::Event>| {
+            let Ok(event) = res else { return };
+            if event.kind.is_access() {
+                return;
+            }
+            let files = files.read().unwrap_or_else(|e| e.into_inner());
+            if event.paths.iter().any(|p| files.contains(p)) {
+                let _ = tx.send(());
+            }
+        }
+    };
+    let mut watcher = match notify::recommended_watcher(handler) {
+        Ok(w) => Some(w),
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot watch the config for changes; reload with SIGHUP");
+            None
+        }
+    };
+    let mut dirs = BTreeSet::new();
+    let mut watch_dirs = |watcher: &mut Option<notify::RecommendedWatcher>,
+                          files: &BTreeSet<PathBuf>| {
+        let Some(w) = watcher else { return };
+        for f in files {
+            // Watch directories, not files: editors replace files by rename.
+            if let Some(dir) = f.parent() {
+                if dirs.insert(dir.to_path_buf()) {
+                    if let Err(err) = w.watch(dir, RecursiveMode::NonRecursive) {
+                        tracing::warn!(dir = %dir.display(), error = %err, "cannot watch directory");
+                    }
+                }
+            }
+        }
+    };
+    watch_dirs(
+        &mut watcher,
+        &files.read().unwrap_or_else(|e| e.into_inner()),
+    );
+    #[cfg(unix)]
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    loop {
+        #[cfg(unix)]
+        let sighup = async {
+            match hup.as_mut() {
+                Some(h) => {
+                    h.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let sighup = std::future::pending::<()>();
+        tokio::select! {
+            () = stop.cancelled() => break,
+            Some(()) = rx.recv() => {
+                // Let a burst of writes settle, then reload once.
+                tokio::time::sleep(DEBOUNCE).await;
+                while rx.try_recv().is_ok() {}
+            }
+            () = sighup => tracing::info!("SIGHUP: reloading the pipeline"),
+        }
+        let app2 = app.clone();
+        let done = tokio::task::spawn_blocking(move || reload(&app2)).await;
+        if let Ok(Ok(_)) = done {
+            let now = watched_files(&app);
+            watch_dirs(&mut watcher, &now);
+            *files.write().unwrap_or_else(|e| e.into_inner()) = now;
+        }
+    }
+}
