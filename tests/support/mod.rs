@@ -60,6 +60,30 @@ impl Server {
     pub async fn start_in(dir: &Path, tweak: impl FnOnce(&mut Config)) -> Server {
         let mut cfg = config(dir);
         tweak(&mut cfg);
+        Server::launch(dir, cfg).await
+    }
+
+    /// Starts a server from config text written to `config.toml` in a fresh
+    /// temporary directory (so hot reload can watch it); the log goes to
+    /// `data/` beside it.
+    pub async fn start_toml(text: &str) -> Server {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("config.toml");
+        std::fs::write(&file, text).unwrap();
+        let mut cfg = Config::load(&file).unwrap_or_else(|e| panic!("{e}"));
+        cfg.server.shutdown_grace = Duration::from_secs(2);
+        cfg.log.path = tmp.path().join("data");
+        let mut s = Server::launch(tmp.path(), cfg).await;
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// The config file of a server started with [`Server::start_toml`].
+    pub fn config_file(&self) -> PathBuf {
+        self.dir.join("config.toml")
+    }
+
+    async fn launch(dir: &Path, cfg: Config) -> Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         // A previous server on this dir may still be releasing sled's file lock
@@ -319,7 +343,10 @@ impl Sse {
 
 /// Control frames the server sends besides events.
 pub fn is_control(kind: &str) -> bool {
-    matches!(kind, "connected" | "reset" | "shutdown" | "overflow")
+    matches!(
+        kind,
+        "connected" | "reset" | "shutdown" | "overflow" | "revoked"
+    )
 }
 
 /// The ids of received events, as numbers.

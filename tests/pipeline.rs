@@ -1,0 +1,605 @@
+//! The plugin pipeline end to end: real WASM components (stock and
+//! misbehaving ones from `tests/plugins/`) declared in a config file, run by
+//! the real server, observed over HTTP and SSE.
+
+mod support;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use http::StatusCode;
+use serde_json::{json, Value};
+use sha2::Sha256;
+use std::time::Duration;
+use support::*;
+
+/// A test plugin built by core/build.rs from `tests/plugins/NAME`.
+fn test_wasm(name: &str) -> String {
+    format!("{}/test_{name}.wasm", env!("SPOUT_TEST_WASM_DIR"))
+}
+
+const SECRET: &str = "a-test-secret-of-at-least-32-bytes!!";
+
+/// An HS256 JWT for `claims`.
+fn jwt(claims: Value) -> String {
+    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+    let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(format!("{header}.{payload}").as_bytes());
+    let sig = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+    format!("{header}.{payload}.{sig}")
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// `GET path` with headers, answered as (status, JSON body).
+async fn get_with(
+    addr: std::net::SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, Value) {
+    let resp = request(addr, http::Method::GET, path, headers, bytes::Bytes::new()).await;
+    let (status, _, body) = body_bytes(resp).await;
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+/// Waits briefly and checks nothing but heartbeats arrived.
+async fn assert_quiet(sse: &mut Sse) {
+    if let Ok(got) = tokio::time::timeout(Duration::from_millis(300), sse.next()).await {
+        panic!("expected no event, got {got:?}");
+    }
+}
+
+fn plugin_stat(stats: &Value, name: &str, field: &str) -> u64 {
+    stats["pipeline"]["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("no plugin {name} in {stats}"))[field]
+        .as_u64()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn misbehaving_plugins_fail_their_own_calls_and_the_server_keeps_serving() {
+    let config = format!(
+        r#"
+[plugins.spin]
+use = "{spin}"
+limits = {{ time = "20ms" }}
+
+[plugins.bomb]
+use = "{bomb}"
+limits = {{ memory = "4MiB" }}
+
+[plugins.trap]
+use = "{trap}"
+
+[plugins.garbage]
+use = "{garbage}"
+
+[plugins.lenient]
+use = "{trap}"
+on_error = "pass"
+
+[[stream]]
+path = "/spin"
+filters = ["spin"]
+
+[[stream]]
+path = "/bomb"
+filters = ["bomb"]
+
+[[stream]]
+path = "/trap"
+filters = ["trap"]
+
+[[stream]]
+path = "/garbage"
+filters = ["garbage"]
+
+[[stream]]
+path = "/lenient"
+filters = ["lenient"]
+"#,
+        spin = test_wasm("spin"),
+        bomb = test_wasm("bomb"),
+        trap = test_wasm("trap"),
+        garbage = test_wasm("garbage"),
+    );
+    let server = Server::start_toml(&config).await;
+    let mut broken = Vec::new();
+    for path in ["/spin", "/bomb", "/trap", "/garbage"] {
+        let mut s = server.sse(&format!("{path}?topic=t"), &[]).await;
+        s.connected().await;
+        broken.push(s);
+    }
+    let mut lenient = server.sse("/lenient?topic=t", &[]).await;
+    lenient.connected().await;
+    let mut plain = server.sse("/events?topic=t", &[]).await;
+    plain.connected().await;
+
+    for round in 0..2 {
+        server
+            .publish(json!([{"topic": "t", "data": round}, {"topic": "t", "data": round + 10}]))
+            .await;
+        // Unfiltered and on_error = "pass" streams get every event.
+        assert_eq!(
+            plain.data(2).await,
+            [round.to_string(), (round + 10).to_string()]
+        );
+        assert_eq!(
+            lenient.data(2).await,
+            [round.to_string(), (round + 10).to_string()]
+        );
+    }
+    // Each failing plugin failed each batch (a fresh instance every time)
+    // and its subscribers got nothing (on_error = "drop").
+    let stats = wait_stats(server.addr, |s| {
+        ["spin", "bomb", "trap", "garbage"]
+            .iter()
+            .all(|p| plugin_stat(s, p, "errors") >= 2)
+    })
+    .await;
+    assert!(plugin_stat(&stats, "lenient", "errors") >= 2);
+    for s in &mut broken {
+        assert_quiet(s).await;
+    }
+    let (_, metrics) = {
+        let resp = request(
+            server.addr,
+            http::Method::GET,
+            "/metrics",
+            &[],
+            bytes::Bytes::new(),
+        )
+        .await;
+        let (status, _, body) = body_bytes(resp).await;
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    };
+    for (plugin, kind) in [
+        ("spin", "timeout"),
+        ("bomb", "memory"),
+        ("trap", "trap"),
+        ("garbage", "malformed"),
+    ] {
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("spout_plugin_errors_total")
+                    && l.contains(&format!("plugin=\"{plugin}\""))
+                    && l.contains(&format!("kind=\"{kind}\""))),
+            "no {plugin}/{kind} error metric in:\n{metrics}"
+        );
+    }
+    assert!(metrics.contains("spout_plugin_calls_total"));
+    assert!(metrics.contains("spout_plugin_call_seconds"));
+    // Still serving.
+    let (status, _) = server.get_json("/healthz").await;
+    assert_eq!(status, StatusCode::OK);
+    server.publish(json!({"topic": "t", "data": "after"})).await;
+    assert_eq!(plain.data(1).await, ["after"]);
+    server.stop().await;
+}
+
+/// Runs `spout check` on `config` and returns (success, stderr).
+fn check(config: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.toml");
+    std::fs::write(&file, config).unwrap();
+    let out = std::process::Command::new(bin())
+        .arg("check")
+        .arg(&file)
+        .env("SPOUT_LOG", "warn")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn invalid_pipelines_are_config_errors_naming_file_line_key_and_plugin() {
+    let cases: Vec<(String, &[&str])> = vec![
+        (
+            format!("[plugins.fs]\nuse = \"{}\"\n", test_wasm("fsread")),
+            &["config.toml:2:", "plugins.fs.use", "plugin `fs`", "wasi:filesystem"],
+        ),
+        (
+            "[[stream]]\npath = \"/events\"\nauth = \"nope\"\n".into(),
+            &["config.toml:3:", "stream[0].auth", "no plugin named `nope`"],
+        ),
+        (
+            "[plugins.m]\nuse = \"builtin:filter-match\"\n\n[[stream]]\npath = \"/events\"\nauth = \"m\"\n".into(),
+            &["config.toml:6:", "stream[0].auth", "plugin `m` is a filter plugin", "auth plugin"],
+        ),
+        (
+            "[plugins.m]\nuse = \"builtin:filter-match\"\nconfig = { where = [\"level:bogus:1\"] }\n".into(),
+            &["config.toml:2:", "plugins.m", "init rejected its config", "unknown op `bogus`"],
+        ),
+        (
+            "[plugins.gone]\nuse = \"missing/plugin.wasm\"\n".into(),
+            &["config.toml:2:", "plugins.gone.use", "cannot read plugin file", "missing/plugin.wasm"],
+        ),
+        (
+            "[plugins.x]\nuse = \"builtin:nothing\"\n".into(),
+            &["config.toml:2:", "no built-in plugin `nothing`", "filter-match"],
+        ),
+    ];
+    for (config, expected) in cases {
+        let (ok, stderr) = check(&config);
+        assert!(!ok, "check passed for:\n{config}");
+        for e in expected {
+            assert!(stderr.contains(e), "missing {e:?} in: {stderr}");
+        }
+    }
+    let (ok, stderr) = check("[plugins.m]\nuse = \"builtin:filter-match\"\n\n[[stream]]\npath = \"/events\"\nfilters = [\"m\"]\n");
+    assert!(ok, "{stderr}");
+}
+
+fn jwt_config() -> String {
+    format!(
+        r#"
+[plugins.jwt]
+use = "builtin:auth-jwt"
+config = {{ secret = "{SECRET}", audience = "spout" }}
+
+[[stream]]
+path = "/events"
+auth = "jwt"
+"#
+    )
+}
+
+#[tokio::test]
+async fn jwt_auth_end_to_end() {
+    let server = Server::start_toml(&jwt_config()).await;
+    let addr = server.addr;
+    let good =
+        jwt(json!({"sub": "alice", "topics": ["orders/*"], "aud": "spout", "exp": now() + 600}));
+
+    // Valid token in the header: streams, and private events reach alice.
+    let bearer = format!("Bearer {good}");
+    let mut s = server
+        .sse("/events?topic=orders/1", &[("authorization", &bearer)])
+        .await;
+    s.connected().await;
+    server
+        .publish(json!([
+            {"topic": "orders/1", "data": "for alice", "to": "alice"},
+            {"topic": "orders/1", "data": "for bob", "to": "bob"},
+            {"topic": "orders/1", "data": "for all"}
+        ]))
+        .await;
+    assert_eq!(s.data(2).await, ["for alice", "for all"]);
+
+    // In a cookie and in the query.
+    let cookie = format!("theme=dark; spout_token={good}");
+    let mut c = server
+        .sse("/events?topic=orders/2", &[("cookie", &cookie)])
+        .await;
+    c.connected().await;
+    let mut q = server
+        .sse(&format!("/events?topic=orders/2&token={good}"), &[])
+        .await;
+    q.connected().await;
+    server
+        .publish(json!({"topic": "orders/2", "data": "x"}))
+        .await;
+    assert_eq!(c.data(1).await, ["x"]);
+    assert_eq!(q.data(1).await, ["x"]);
+
+    // Refusals, each a JSON error.
+    let expired =
+        jwt(json!({"sub": "alice", "topics": ["orders/*"], "aud": "spout", "exp": now() - 60}));
+    let wrong_aud =
+        jwt(json!({"sub": "alice", "topics": ["orders/*"], "aud": "other", "exp": now() + 600}));
+    for (token, status, detail) in [
+        (None, StatusCode::UNAUTHORIZED, "missing token"),
+        (Some(expired), StatusCode::UNAUTHORIZED, "expired"),
+        (Some(wrong_aud), StatusCode::UNAUTHORIZED, "audience"),
+        (
+            Some(format!("{good}x")),
+            StatusCode::UNAUTHORIZED,
+            "signature",
+        ),
+    ] {
+        let header = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = header
+            .iter()
+            .map(|h| ("authorization", h.as_str()))
+            .collect();
+        let (got, body) = get_with(addr, "/events?topic=orders/1", &headers).await;
+        assert_eq!(got, status, "{body}");
+        assert_eq!(body["error"], "unauthorized", "{body}");
+        assert!(body["detail"].as_str().unwrap().contains(detail), "{body}");
+    }
+    let (got, body) = get_with(addr, "/events?topic=news", &[("authorization", &bearer)]).await;
+    assert_eq!(got, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["error"], "forbidden");
+    assert!(body["detail"].as_str().unwrap().contains("news"), "{body}");
+    // /poll follows the /events route's auth.
+    let (got, _) = get_with(addr, "/poll?topic=orders/1", &[]).await;
+    assert_eq!(got, StatusCode::UNAUTHORIZED);
+    let (got, page) = get_with(addr, "/poll?topic=orders/1", &[("authorization", &bearer)]).await;
+    assert_eq!(got, StatusCode::OK);
+    let data: Vec<&Value> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["data"])
+        .collect();
+    assert_eq!(data, [&json!("for alice"), &json!("for all")]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn publishers_authenticate_and_publish_only_within_their_topics() {
+    let config = r#"
+[plugins.keys]
+use = "builtin:auth-apikey"
+config = { keys = [
+  { key = "pub-key", user = "svc", topics = ["orders/**"], publish = true },
+  { key = "sub-key", user = "ann", topics = ["orders/**"] },
+] }
+
+[publish]
+auth = "keys"
+"#;
+    let server = Server::start_toml(config).await;
+    let post = |key: Option<&'static str>, topic: &'static str| {
+        let addr = server.addr;
+        async move {
+            let mut headers = vec![("content-type", "application/json")];
+            if let Some(k) = key {
+                headers.push(("x-api-key", k));
+            }
+            let body = json!({"topic": topic, "data": 1}).to_string();
+            let resp = request(addr, http::Method::POST, "/publish", &headers, body).await;
+            let (status, _, body) = body_bytes(resp).await;
+            (status, serde_json::from_slice::<Value>(&body).unwrap())
+        }
+    };
+    let (s, body) = post(Some("pub-key"), "orders/1").await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["ids"], json!([1]));
+    let (s, body) = post(None, "orders/1").await;
+    assert_eq!(
+        (s, body["error"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("unauthorized"))
+    );
+    let (s, body) = post(Some("sub-key"), "orders/1").await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+    let (s, body) = post(Some("pub-key"), "billing/1").await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("billing/1"));
+    // Nothing refused was stored.
+    let (_, page) = server.get_json("/poll?topic=**").await;
+    assert_eq!(page["events"].as_array().unwrap().len(), 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_filter_runs_once_per_batch_per_subscription_key_not_per_connection() {
+    let config = r#"
+[plugins.match]
+use = "builtin:filter-match"
+
+[[stream]]
+path = "/events"
+filters = ["match"]
+"#;
+    let server = Server::start_toml(config).await;
+    const PER_KEY: usize = 500;
+    let mut errors = Vec::new();
+    let mut infos = Vec::new();
+    for i in 0..2 * PER_KEY {
+        let (level, list) = if i % 2 == 0 {
+            ("error", &mut errors)
+        } else {
+            ("info", &mut infos)
+        };
+        let mut s = server
+            .sse(
+                &format!("/events?topic=logs&where=severity:eq:{level}"),
+                &[],
+            )
+            .await;
+        s.connected().await;
+        list.push(s);
+    }
+    // (serde_json sorts the keys of the bodies this test publishes.)
+    let stats = wait_stats(server.addr, |s| s["connections"] == 2 * PER_KEY).await;
+    assert_eq!(stats["pipeline"]["filter_groups"], 2);
+    let before = plugin_stat(&stats, "match", "calls");
+    // One request is one commit is one batch for the hub.
+    server
+        .publish(json!([
+            {"topic": "logs", "data": {"severity": "error", "n": 1}},
+            {"topic": "logs", "data": {"severity": "info", "n": 2}},
+            {"topic": "logs", "data": {"severity": "error", "n": 3}},
+            {"topic": "logs", "data": {"severity": "debug", "n": 4}}
+        ]))
+        .await;
+    for s in &mut errors {
+        let got = s.data(2).await;
+        assert_eq!(
+            got,
+            [
+                r#"{"n":1,"severity":"error"}"#,
+                r#"{"n":3,"severity":"error"}"#
+            ]
+        );
+    }
+    for s in &mut infos {
+        assert_eq!(s.data(1).await, [r#"{"n":2,"severity":"info"}"#]);
+    }
+    let (_, stats) = server.get_json("/stats").await;
+    assert_eq!(
+        plugin_stat(&stats, "match", "calls") - before,
+        2,
+        "one call per key"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn custom_filter_example_sees_the_subscriber() {
+    let file = format!("{}/only_mine.wasm", env!("SPOUT_TEST_WASM_DIR"));
+    let config = format!(
+        "[server]\ninsecure_user_param = true\n\n[plugins.mine]\nuse = \"{file}\"\n\n[[stream]]\npath = \"/events\"\nfilters = [\"mine\"]\n"
+    );
+    let server = Server::start_toml(&config).await;
+    let mut ann = server.sse("/events?topic=docs&user=ann", &[]).await;
+    let mut bob = server.sse("/events?topic=docs&user=bob", &[]).await;
+    ann.connected().await;
+    bob.connected().await;
+    server
+        .publish(json!([
+            {"topic": "docs", "data": {"owner": "ann", "n": 1}},
+            {"topic": "docs", "data": {"owner": "bob", "n": 2}},
+            {"topic": "docs", "data": {"public": true, "n": 3}}
+        ]))
+        .await;
+    assert_eq!(
+        ann.data(2).await,
+        [r#"{"n":1,"owner":"ann"}"#, r#"{"n":3,"public":true}"#]
+    );
+    assert_eq!(
+        bob.data(2).await,
+        [r#"{"n":2,"owner":"bob"}"#, r#"{"n":3,"public":true}"#]
+    );
+    // Replay runs the same filter over the log.
+    let mut late = server
+        .sse("/events?topic=docs&user=bob", &[("last-event-id", "0")])
+        .await;
+    late.connected().await;
+    assert_eq!(
+        late.data(2).await,
+        [r#"{"n":2,"owner":"bob"}"#, r#"{"n":3,"public":true}"#]
+    );
+    server.stop().await;
+}
+
+fn filter_config(condition: &str) -> String {
+    format!(
+        r#"
+[plugins.match]
+use = "builtin:filter-match"
+config = {{ where = ["{condition}"] }}
+
+[[stream]]
+path = "/events"
+filters = ["match"]
+"#
+    )
+}
+
+#[tokio::test]
+async fn hot_reload_changes_filters_for_open_connections_and_keeps_the_old_pipeline_on_error() {
+    let server = Server::start_toml(&filter_config("severity:eq:error")).await;
+    let mut s = server.sse("/events?topic=logs", &[]).await;
+    s.connected().await;
+    server
+        .publish(json!([{"topic": "logs", "data": {"severity": "info"}}, {"topic": "logs", "data": {"severity": "error"}}]))
+        .await;
+    assert_eq!(s.data(1).await, [r#"{"severity":"error"}"#]);
+
+    std::fs::write(server.config_file(), filter_config("severity:eq:warn")).unwrap();
+    wait_stats(server.addr, |s| s["pipeline"]["generation"] == 2).await;
+    server
+        .publish(json!([{"topic": "logs", "data": {"severity": "error"}}, {"topic": "logs", "data": {"severity": "warn"}}]))
+        .await;
+    assert_eq!(
+        s.data(1).await,
+        [r#"{"severity":"warn"}"#],
+        "same connection, new filter"
+    );
+
+    // An invalid edit: reported, and the previous pipeline keeps serving.
+    std::fs::write(
+        server.config_file(),
+        "[[stream]]\npath = \"/events\"\nfilters = [\"nope\"]\n",
+    )
+    .unwrap();
+    let stats = wait_stats(server.addr, |s| s["pipeline"]["last_reload"]["ok"] == false).await;
+    assert!(
+        stats["pipeline"]["last_reload"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("nope"),
+        "{stats}"
+    );
+    assert_eq!(stats["pipeline"]["generation"], 2);
+    server
+        .publish(json!([{"topic": "logs", "data": {"severity": "error"}}, {"topic": "logs", "data": {"severity": "warn", "n": 2}}]))
+        .await;
+    assert_eq!(s.data(1).await, [r#"{"n":2,"severity":"warn"}"#]);
+    server.stop().await;
+}
+
+fn apikey_config(key: &str) -> String {
+    format!(
+        r#"
+[plugins.keys]
+use = "builtin:auth-apikey"
+config = {{ keys = [{{ key = "{key}", user = "ann", topics = ["**"] }}] }}
+
+[[stream]]
+path = "/events"
+auth = "keys"
+"#
+    )
+}
+
+#[tokio::test]
+async fn reload_revokes_connections_the_new_auth_refuses() {
+    let server = Server::start_toml(&apikey_config("old-key")).await;
+    let mut s = server.sse("/events?topic=a&apikey=old-key", &[]).await;
+    s.connected().await;
+    std::fs::write(server.config_file(), apikey_config("new-key")).unwrap();
+    let e = s.next().await;
+    assert_eq!(e.kind, "revoked");
+    assert!(e.data.contains("unknown API key"), "{}", e.data);
+    assert!(s.next_or_end().await.is_none(), "stream ends after revoked");
+    let stats = wait_stats(server.addr, |s| s["connections"] == 0).await;
+    assert_eq!(stats["pipeline"]["last_reload"]["revoked"], 1);
+    let mut again = server.sse("/events?topic=a&apikey=new-key", &[]).await;
+    again.connected().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn auth_plugins_hear_disconnects_and_keep_state_in_their_store() {
+    let config = format!(
+        "[plugins.gate]\nuse = \"{}\"\nconfig = {{ max_disconnects = 1 }}\n\n[[stream]]\npath = \"/events\"\nauth = \"gate\"\n",
+        test_wasm("gate")
+    );
+    let server = Server::start_toml(&config).await;
+    let mut s = server.sse("/events?topic=a", &[]).await;
+    s.connected().await;
+    drop(s);
+    // The plugin's on-disconnect counted the departure in its kv store; its
+    // authenticate now refuses.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (status, body) = get_with(server.addr, "/poll?topic=a", &[]).await;
+        if status == StatusCode::FORBIDDEN {
+            assert_eq!(body["detail"], "1 disconnects seen");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "disconnect never seen: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.stop().await;
+}

@@ -1,0 +1,52 @@
+//! An auth plugin that admits anyone as user `anon` until it has seen
+//! `max_disconnects` disconnects (counted in its key-value store by
+//! `on-disconnect`); then it refuses with 403 and the count. Exercises the
+//! disconnect hook and the kv store.
+use spout_sdk::{kv, Connection, Denial, Principal, Request};
+
+struct Gate {
+    max: u64,
+}
+
+fn seen() -> u64 {
+    kv::get("disconnects")
+        .and_then(|v| v.try_into().ok())
+        .map(u64::from_le_bytes)
+        .unwrap_or(0)
+}
+
+impl spout_sdk::Plugin for Gate {
+    const NAME: &'static str = "gate";
+    fn new(config: &str) -> Result<Self, String> {
+        let max = config
+            .split("\"max_disconnects\":")
+            .nth(1)
+            .and_then(|rest| rest.trim_end_matches('}').trim().parse().ok())
+            .ok_or("config needs max_disconnects")?;
+        Ok(Gate { max })
+    }
+}
+
+impl spout_sdk::Auth for Gate {
+    fn authenticate(&self, _: &Request) -> Result<Principal, Denial> {
+        let n = seen();
+        if n >= self.max {
+            return Err(Denial {
+                status: 403,
+                reason: format!("{n} disconnects seen"),
+            });
+        }
+        Ok(Principal {
+            user: "anon".into(),
+            topics: vec!["**".into()],
+            claims: "{}".into(),
+        })
+    }
+
+    fn on_disconnect(&self, conn: &Connection) {
+        spout_sdk::log::info(&format!("{} left {}", conn.id, conn.path));
+        let _ = kv::set("disconnects", &(seen() + 1).to_le_bytes());
+    }
+}
+
+spout_sdk::export_auth!(Gate);
