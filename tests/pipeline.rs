@@ -603,3 +603,38 @@ async fn auth_plugins_hear_disconnects_and_keep_state_in_their_store() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn publish_transforms_rewrite_events_before_the_log() {
+    let config = format!(
+        "[plugins.audit]\nuse = \"{}\"\n\n[publish]\ntransforms = [\"audit\"]\n",
+        test_wasm("audit")
+    );
+    let server = Server::start_toml(&config).await;
+    let mut s = server.sse("/events?topic=**", &[]).await;
+    s.connected().await;
+    let ids = server
+        .publish(json!([
+            {"topic": "orders/1", "data": {"n": 1}},
+            {"topic": "orders/1", "type": "secret", "data": {"n": 2}}
+        ]))
+        .await;
+    assert_eq!(
+        ids,
+        [1, 2],
+        "one event became two, the secret one was dropped"
+    );
+    let got = s.events(2).await;
+    assert_eq!(
+        (got[0].kind.as_str(), got[0].data.as_str()),
+        ("message", r#"{"n":1}"#)
+    );
+    assert_eq!(
+        (got[1].kind.as_str(), got[1].data.as_str()),
+        ("audit", r#"{"n":1}"#)
+    );
+    let (_, page) = server.get_json("/poll?topic=audit/**").await;
+    assert_eq!(page["events"][0]["topic"], "audit/orders/1");
+    assert!(!String::from_utf8_lossy(&s.raw).contains("secret"));
+    server.stop().await;
+}

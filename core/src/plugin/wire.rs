@@ -165,7 +165,8 @@ pub fn decode(batch: &Batch) -> Result<Vec<Returned>, Malformed> {
                 id: r.id,
                 event: NewEvent {
                     topic: topic.to_owned(),
-                    kind: (!kind.is_empty()).then(|| kind.to_owned()),
+                    // `message` is the SSE default: stored as no type.
+                    kind: (!kind.is_empty() && kind != "message").then(|| kind.to_owned()),
                     data,
                     to,
                     key: None,
