@@ -583,6 +583,14 @@ async fn auth_plugins_hear_disconnects_and_keep_state_in_their_store() {
         test_wasm("gate")
     );
     let server = Server::start_toml(&config).await;
+    // A trapping auth call fails closed: 503, and the next call works.
+    let (status, body) = get_with(server.addr, "/events?topic=a&crash=1", &[]).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"], "auth_unavailable");
+    assert!(
+        body["detail"].as_str().unwrap().contains("trapped"),
+        "{body}"
+    );
     let mut s = server.sse("/events?topic=a", &[]).await;
     s.connected().await;
     drop(s);

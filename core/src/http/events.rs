@@ -44,7 +44,7 @@ pub fn last_event_id<B>(
 
 /// Opens the stream. The subscriber is registered before the log head is
 /// read, so replay and live events meet without a gap (see [`crate::stream`]).
-pub fn subscribe<B>(
+pub async fn subscribe<B>(
     app: &Arc<App>,
     conn: &Conn,
     req: &Request<B>,
@@ -54,7 +54,7 @@ pub fn subscribe<B>(
     let selectors = selectors(&query, app.config.server.limits.max_topics)?;
     let resume = last_event_id(req, &query)?;
     let topics: Vec<String> = selectors.iter().map(|s| s.as_str().to_string()).collect();
-    let who = admit(app, conn.peer, req, &query, route, &selectors)?;
+    let who = admit(app, conn.peer, req, &query, route, &selectors).await?;
     let filter = (!route.filters.is_empty()).then(|| {
         app.groups.get(
             &route.path,
@@ -138,8 +138,16 @@ pub fn subscribe<B>(
                     user,
                     path,
                 };
-                // A failure is logged and counted by the plugin host.
-                let _ = plugin.on_disconnect(&conn);
+                // A failure is logged and counted by the plugin host. Off
+                // the async workers, like every plugin call.
+                let plugin = plugin.clone();
+                let call = move || {
+                    let _ = plugin.on_disconnect(&conn);
+                };
+                match tokio::runtime::Handle::try_current() {
+                    Ok(rt) => drop(rt.spawn_blocking(call)),
+                    Err(_) => call(),
+                }
             }
         }))
     } else {

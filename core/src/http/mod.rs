@@ -125,7 +125,7 @@ where
     let pipeline = app.pipeline.load();
     if let Some(r) = pipeline.route(path) {
         if req.method() == Method::GET {
-            return events::subscribe(app, conn, &req, r);
+            return events::subscribe(app, conn, &req, r).await;
         }
         return Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -202,7 +202,7 @@ pub struct Admitted {
 /// Runs the route's auth plugin and checks the requested topics against
 /// what it grants (401/403 from the plugin, 403 for topics, 503 if the
 /// plugin fails). Without auth, `?user=` applies as before.
-pub fn admit<B>(
+pub async fn admit<B>(
     app: &App,
     peer: SocketAddr,
     req: &Request<B>,
@@ -214,7 +214,7 @@ pub fn admit<B>(
     match &route.auth {
         Some(plugin) => {
             let preq = auth::plugin_request(req, query, peer);
-            let who = auth::authenticate(plugin, &preq)?;
+            let (who, preq) = auth::authenticate_async(plugin, preq).await?;
             auth::check_topics(&who, selectors, "subscribe to")?;
             Ok(Admitted {
                 user: Some(who.user),

@@ -73,7 +73,7 @@ pub async fn poll<B>(
     let route = pipeline
         .route(DEFAULT_STREAM)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "no /events route"))?;
-    let who = admit(app, conn.peer, req, &query, route, &selectors)?;
+    let who = admit(app, conn.peer, req, &query, route, &selectors).await?;
     let filter = (!route.filters.is_empty()).then(|| {
         let topics: Vec<String> = selectors.iter().map(|s| s.as_str().to_string()).collect();
         FilterGroup::standalone(

@@ -55,7 +55,7 @@ where
         Some(plugin) => {
             let query = super::query_pairs(&req);
             let preq = auth::plugin_request(&req, &query, conn.peer);
-            Some(auth::authenticate(plugin, &preq)?)
+            Some(auth::authenticate_async(plugin, preq).await?.0)
         }
         None => None,
     };
@@ -82,8 +82,26 @@ where
             .collect();
         auth::check_topics(who, &topics, "publish to")?;
     }
-    for plugin in &pipeline.publish.transforms {
-        events = transform(plugin, events, max_event)?;
+    if !pipeline.publish.transforms.is_empty() {
+        // Plugin calls block: run the chain on a blocking thread.
+        let chain = pipeline.clone();
+        events = tokio::task::spawn_blocking(move || {
+            chain
+                .publish
+                .transforms
+                .iter()
+                .try_fold(events, |events, plugin| {
+                    transform(plugin, events, max_event)
+                })
+        })
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "transform_failed",
+                e.to_string(),
+            )
+        })??;
     }
     if events.is_empty() {
         return Ok(json_response(

@@ -7,6 +7,7 @@ use crate::plugin::Plugin;
 use crate::topic::{covered, Selector};
 use http::{Request, StatusCode};
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 /// A principal the auth plugin accepted.
 #[derive(Debug, Clone)]
@@ -41,6 +42,25 @@ pub fn plugin_request<B>(
             .collect(),
         remote_addr: peer.to_string(),
     }
+}
+
+/// Runs `plugin` on `req` on a blocking thread and hands the request back.
+/// Plugin calls are synchronous and WASI's sync bindings must not run on an
+/// async worker, so request handlers use this.
+pub async fn authenticate_async(
+    plugin: &Arc<Plugin>,
+    req: PluginRequest,
+) -> Result<(Authorized, PluginRequest), ApiError> {
+    let plugin = plugin.clone();
+    tokio::task::spawn_blocking(move || authenticate(&plugin, &req).map(|who| (who, req)))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "auth_unavailable",
+                format!("authentication task failed: {e}"),
+            )
+        })?
 }
 
 /// Runs `plugin` on `req`. A failed call denies (fail closed) with 503.

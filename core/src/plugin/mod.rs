@@ -420,6 +420,10 @@ enum InitFailure {
 }
 
 /// A loaded plugin: its pre-instantiated component and a pool of instances.
+///
+/// Calls are synchronous and may block (WASI's sync bindings drive a tokio
+/// runtime): make them from blocking threads (`spawn_blocking`) or threads
+/// outside the runtime, never from an async task.
 pub struct Plugin {
     name: Arc<str>,
     kind: Kind,
@@ -587,7 +591,20 @@ impl Plugin {
         };
         let result = inst.and_then(|mut inst| {
             self.arm(&mut inst.store);
-            let r = f(&mut inst);
+            // A panic on the host side of a call (a bug in a host import)
+            // fails this call like a trap instead of unwinding into the server.
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut inst)))
+                .unwrap_or_else(|panic| {
+                    let detail = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    Err(CallError::Trap {
+                        plugin: self.name.clone(),
+                        detail: format!("host panic during the call: {detail}"),
+                    })
+                });
             if r.is_ok() {
                 self.release(inst);
             }
@@ -728,6 +745,7 @@ impl Plugin {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::Data;
 
     fn runtime(dir: &Path) -> Runtime {
         let db = sled::Config::new().temporary(true).open().unwrap();
@@ -792,6 +810,60 @@ mod tests {
             Limits::default(),
         )
         .unwrap();
+    }
+
+    #[test]
+    fn batch_compress_and_source_worlds_are_callable() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime(dir.path());
+        let load = |n: &str| {
+            rt.load(n, &test_wasm(n), dir.path(), "{}".into(), Limits::default())
+                .unwrap()
+        };
+
+        let merge = load("merge");
+        assert_eq!(merge.kind(), Kind::Batch);
+        let mut b = wire::BatchBuilder::default();
+        b.push(4, 0, "t", None, b"1", None);
+        b.push(5, 0, "t", None, b"{\"a\":2}", None);
+        let out = merge.merge(b.batch()).unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].id, 5, "the frame stands for the last event");
+        assert_eq!(out[0].event.kind.as_deref(), Some("batch"));
+        assert_eq!(
+            out[0].event.data,
+            Data::Json(bytes::Bytes::from_static(b"[1,{\"a\":2}]"))
+        );
+
+        let reverse = load("reverse");
+        assert_eq!(reverse.kind(), Kind::Compress);
+        assert!(reverse.encode(b"abc").unwrap().is_none());
+        let enc = reverse.encode(b"hello").unwrap().unwrap();
+        assert_eq!(
+            (enc.encoding.as_str(), enc.data.as_slice()),
+            ("reverse", &b"olleh"[..])
+        );
+
+        let tick = load("tick");
+        assert_eq!(tick.kind(), Kind::Source);
+        let polled = tick.poll(42).unwrap();
+        assert_eq!(polled[0].event.topic, "ticks");
+        assert_eq!(
+            polled[0].event.data,
+            Data::Json(bytes::Bytes::from_static(b"{\"at\":42}"))
+        );
+        let meta = vec![("topic".to_string(), "logs".to_string())];
+        let lines = tick.on_input(b"one\n\ntwo\n", &meta).unwrap().unwrap();
+        let texts: Vec<_> = lines.iter().map(|r| r.event.data.clone()).collect();
+        assert_eq!(texts, [Data::Text("one".into()), Data::Text("two".into())]);
+        assert_eq!(lines[1].event.topic, "logs");
+        let denied = tick.on_input(b"  ", &meta).unwrap().unwrap_err();
+        assert_eq!(
+            (denied.status, denied.reason.as_str()),
+            (400, "empty input")
+        );
+        // A plugin called through the wrong world fails that call only.
+        assert_eq!(tick.merge(b.batch()).unwrap_err().label(), "malformed");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! An auth plugin that admits anyone as user `anon` until it has seen
 //! `max_disconnects` disconnects (counted in its key-value store by
 //! `on-disconnect`); then it refuses with 403 and the count. Exercises the
-//! disconnect hook and the kv store.
+//! disconnect hook and the kv store. `?crash` makes it trap.
 use spout_sdk::{kv, Connection, Denial, Principal, Request};
 
 struct Gate {
@@ -28,7 +28,10 @@ impl spout_sdk::Plugin for Gate {
 }
 
 impl spout_sdk::Auth for Gate {
-    fn authenticate(&self, _: &Request) -> Result<Principal, Denial> {
+    fn authenticate(&self, req: &Request) -> Result<Principal, Denial> {
+        if req.query.iter().any(|(k, _)| k == "crash") {
+            panic!("asked to crash");
+        }
         let n = seen();
         if n >= self.max {
             return Err(Denial {
