@@ -646,3 +646,23 @@ async fn publish_transforms_rewrite_events_before_the_log() {
     assert!(!String::from_utf8_lossy(&s.raw).contains("secret"));
     server.stop().await;
 }
+
+#[tokio::test]
+async fn interval_sources_publish_what_poll_returns() {
+    let config = format!(
+        "[plugins.tick]\nuse = \"{}\"\n\n[[source]]\nplugin = \"tick\"\nevery = \"50ms\"\n",
+        test_wasm("tick")
+    );
+    let server = Server::start_toml(&config).await;
+    let mut s = server.sse("/events?topic=ticks", &[]).await;
+    s.connected().await;
+    let got = s.events(2).await;
+    assert!(
+        got.iter()
+            .all(|e| e.kind == "tick" && e.data.starts_with("{\"at\":")),
+        "{got:?}"
+    );
+    let (_, stats) = server.get_json("/stats").await;
+    assert_eq!(stats["pipeline"]["sources"][0]["plugin"], "tick");
+    server.stop().await;
+}

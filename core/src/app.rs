@@ -45,6 +45,8 @@ pub struct App {
     pub groups: Groups,
     /// Outcome of the last reload, for `/stats`.
     pub reload: Mutex<ReloadStatus>,
+    /// Stops the running source drivers.
+    pub sources: Mutex<tokio_util::sync::CancellationToken>,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
     /// When the app was opened, for `/stats`.
@@ -78,6 +80,7 @@ impl App {
             pipeline: ArcSwap::from_pointee(pipeline),
             groups: Groups::default(),
             reload: Mutex::new(ReloadStatus::default()),
+            sources: Mutex::new(tokio_util::sync::CancellationToken::new()),
             metrics,
             started: Instant::now(),
             shutting_down: AtomicBool::new(false),

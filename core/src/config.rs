@@ -30,6 +30,9 @@ pub struct Config {
     pub streams: Vec<StreamRoute>,
     /// `[publish]`: who may publish and what runs before the log.
     pub publish: PublishRoute,
+    /// `[[source]]`: source plugins the server drives.
+    #[serde(rename = "source")]
+    pub sources: Vec<SourceDecl>,
     /// Where the config came from (for error positions); not a config key.
     #[serde(skip)]
     pub origin: Origin,
@@ -111,6 +114,17 @@ pub struct StreamRoute {
     /// Filter plugins, applied in order.
     #[serde(default)]
     pub filters: Vec<Spanned<String>>,
+}
+
+/// `[[source]]`: a source plugin and how the host drives it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceDecl {
+    /// A `[plugins.NAME]` of the source kind.
+    pub plugin: Spanned<String>,
+    /// Call the plugin's `poll` this often; what it returns is published.
+    #[serde(deserialize_with = "positive_duration")]
+    pub every: Duration,
 }
 
 /// `[publish]`: `POST /publish`.

@@ -92,6 +92,10 @@ pub fn stats(app: &App) -> Response<Body> {
                     "auth": r.auth.as_ref().map(|p| p.name()),
                     "filters": r.filters.iter().map(|s| s.plugin.name()).collect::<Vec<_>>(),
                 })).collect::<Vec<_>>(),
+                "sources": pipeline.sources.iter().map(|s| json!({
+                    "plugin": s.plugin.name(),
+                    "every": humantime::format_duration(s.every).to_string(),
+                })).collect::<Vec<_>>(),
                 "filter_groups": app.groups.count(),
                 "last_reload": reload,
             },

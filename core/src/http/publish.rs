@@ -8,7 +8,7 @@ use crate::pipeline::auth;
 use crate::plugin::wire::{data_bytes, BatchBuilder};
 use crate::plugin::Plugin;
 use crate::publish::{parse_body, BodyFormat, PublishError};
-use crate::topic::{validate_topic, Selector};
+use crate::topic::Selector;
 use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{Request, Response, StatusCode};
@@ -159,20 +159,13 @@ fn transform(
         .zip(events.iter().map(Some).chain(std::iter::repeat(None)))
         .map(|(r, original)| {
             let mut e = r.event;
-            let bad = |detail: String| {
+            crate::pipeline::check_event(plugin, &e, max_event).map_err(|detail| {
                 ApiError::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "transform_invalid",
-                    format!(
-                        "transform `{}` produced an invalid event: {detail}",
-                        plugin.name()
-                    ),
+                    detail,
                 )
-            };
-            validate_topic(&e.topic).map_err(|err| bad(format!("topic {:?}: {err}", e.topic)))?;
-            if e.data.len() > max_event {
-                return Err(bad(format!("data is over {max_event} bytes")));
-            }
+            })?;
             if same_shape {
                 // One event in, one out: keep the publisher's idempotency key.
                 e.key = original.and_then(|o| o.key.clone());

@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod filter;
 pub mod reload;
+pub mod source;
 
 use crate::config::{Config, ConfigError, OnError, Origin, Spanned};
 use crate::plugin::{Kind, Limits, Plugin, Runtime, MAX_MEMORY};
@@ -52,6 +53,15 @@ pub struct PublishRules {
     pub transforms: Vec<Arc<Plugin>>,
 }
 
+/// A source plugin driven on a timer.
+#[derive(Debug, Clone)]
+pub struct SourceRoute {
+    /// The source plugin.
+    pub plugin: Arc<Plugin>,
+    /// How often `poll` is called.
+    pub every: std::time::Duration,
+}
+
 /// One generation of the pipeline.
 #[derive(Debug)]
 pub struct Pipeline {
@@ -63,6 +73,8 @@ pub struct Pipeline {
     pub streams: Vec<Route>,
     /// Publishing rules.
     pub publish: PublishRules,
+    /// Timer-driven sources.
+    pub sources: Vec<SourceRoute>,
 }
 
 impl Pipeline {
@@ -222,11 +234,30 @@ impl Pipeline {
                 .collect::<Result<_, _>>()?,
         };
 
+        let sources = config
+            .sources
+            .iter()
+            .enumerate()
+            .map(|(i, src)| {
+                let plugin = lookup(
+                    &src.plugin,
+                    format!("source[{i}].plugin"),
+                    Kind::Source,
+                    &format!("source[{i}]"),
+                )?;
+                Ok(SourceRoute {
+                    plugin,
+                    every: src.every,
+                })
+            })
+            .collect::<Result<_, ConfigError>>()?;
+
         Ok(Pipeline {
             generation,
             plugins,
             streams,
             publish,
+            sources,
         })
     }
 
@@ -234,6 +265,26 @@ impl Pipeline {
     pub fn route(&self, path: &str) -> Option<&Route> {
         self.streams.iter().find(|r| r.path == path)
     }
+}
+
+/// Checks an event a plugin produced (transform or source) as strictly as
+/// a publisher's own: a valid topic and data within `max_event` bytes.
+pub fn check_event(
+    plugin: &Plugin,
+    e: &crate::event::NewEvent,
+    max_event: usize,
+) -> Result<(), String> {
+    let what = format!(
+        "{} plugin `{}` produced an invalid event",
+        plugin.kind(),
+        plugin.name()
+    );
+    crate::topic::validate_topic(&e.topic)
+        .map_err(|err| format!("{what}: topic {:?}: {err}", e.topic))?;
+    if e.data.len() > max_event {
+        return Err(format!("{what}: data is over {max_event} bytes"));
+    }
+    Ok(())
 }
 
 /// Checks a config the way serving would, without serving: loads every

@@ -218,6 +218,7 @@ pub async fn watch(app: Arc<App>, stop: CancellationToken) {
         let app2 = app.clone();
         let done = tokio::task::spawn_blocking(move || reload(&app2)).await;
         if let Ok(Ok(_)) = done {
+            super::source::restart(&app, &app.pipeline.load());
             let now = watched_files(&app);
             watch_dirs(&mut watcher, &now);
             *files.write().unwrap_or_else(|e| e.into_inner()) = now;
