@@ -190,6 +190,10 @@ filters = ["lenient"]
 
 /// Runs `spout check` on `config` and returns (success, stderr).
 fn check(config: &str) -> (bool, String) {
+    check_env(config, &[])
+}
+
+fn check_env(config: &str, env: &[(&str, &str)]) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("config.toml");
     std::fs::write(&file, config).unwrap();
@@ -197,6 +201,7 @@ fn check(config: &str) -> (bool, String) {
         .arg("check")
         .arg(&file)
         .env("SPOUT_LOG", "warn")
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     (
@@ -241,6 +246,17 @@ fn invalid_pipelines_are_config_errors_naming_file_line_key_and_plugin() {
         }
     }
     let (ok, stderr) = check("[plugins.m]\nuse = \"builtin:filter-match\"\n\n[[stream]]\npath = \"/events\"\nfilters = [\"m\"]\n");
+    assert!(ok, "{stderr}");
+
+    // Secrets from the environment: `${NAME}` values are expanded before init.
+    let jwt = "[plugins.jwt]\nuse = \"builtin:auth-jwt\"\nconfig = { secret = \"${SPOUT_TEST_SECRET}\" }\n";
+    let (ok, stderr) = check(jwt);
+    assert!(!ok);
+    assert!(
+        stderr.contains("plugins.jwt.config.secret") && stderr.contains("SPOUT_TEST_SECRET"),
+        "{stderr}"
+    );
+    let (ok, stderr) = check_env(jwt, &[("SPOUT_TEST_SECRET", SECRET)]);
     assert!(ok, "{stderr}");
 }
 

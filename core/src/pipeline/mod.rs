@@ -112,7 +112,15 @@ impl Pipeline {
                     format!("plugin `{name}`: time limit must be between 1ms and 10s"),
                 ));
             }
-            let json = serde_json::to_string(&decl.config).unwrap_or_else(|_| "{}".into());
+            let mut table = decl.config.clone();
+            expand_env(&mut table).map_err(|(path, var)| {
+                origin.error(
+                    decl.source.span(),
+                    format!("{key}.config.{path}"),
+                    format!("plugin `{name}`: environment variable `{var}` is not set"),
+                )
+            })?;
+            let json = serde_json::to_string(&table).unwrap_or_else(|_| "{}".into());
             let plugin = runtime
                 .load(
                     name,
@@ -265,6 +273,38 @@ impl Pipeline {
     pub fn route(&self, path: &str) -> Option<&Route> {
         self.streams.iter().find(|r| r.path == path)
     }
+}
+
+/// Replaces every string value that is exactly `${NAME}` with the
+/// environment variable NAME, so secrets stay out of config files (plugins
+/// themselves cannot read the environment). Errors with the dotted path and
+/// the variable.
+fn expand_env(table: &mut toml::Table) -> Result<(), (String, String)> {
+    fn walk(v: &mut toml::Value, path: &str) -> Result<(), (String, String)> {
+        match v {
+            toml::Value::String(s) => {
+                if let Some(var) = s.strip_prefix("${").and_then(|r| r.strip_suffix('}')) {
+                    *s = std::env::var(var).map_err(|_| (path.to_owned(), var.to_owned()))?;
+                }
+            }
+            toml::Value::Array(a) => {
+                for (i, v) in a.iter_mut().enumerate() {
+                    walk(v, &format!("{path}[{i}]"))?;
+                }
+            }
+            toml::Value::Table(t) => {
+                for (k, v) in t.iter_mut() {
+                    walk(v, &format!("{path}.{k}"))?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+    for (k, v) in table.iter_mut() {
+        walk(v, k)?;
+    }
+    Ok(())
 }
 
 /// Checks an event a plugin produced (transform or source) as strictly as
