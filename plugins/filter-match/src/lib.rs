@@ -7,9 +7,11 @@
 //! (`?where=severity:in:warn,error`, repeatable). Events whose data is not
 //! JSON pass only when there are no conditions.
 
+use serde::de::IgnoredAny;
 use serde::Deserialize;
-use serde_json::Value;
-use spout_sdk::{Event, Filter, Plugin, Subscription};
+use serde_json::value::RawValue;
+use spout_sdk::{events, Event, Filter, Plugin, RawBatch, Subscription};
+use std::borrow::Cow;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -68,28 +70,93 @@ fn parse(spec: &str) -> Result<Cond, String> {
     })
 }
 
-fn lookup<'v>(mut v: &'v Value, path: &[String]) -> Option<&'v Value> {
-    for key in path {
-        v = match v {
-            Value::Object(m) => m.get(key)?,
-            Value::Array(a) => a.get(key.parse::<usize>().ok()?)?,
-            _ => return None,
-        };
+/// Finds the value at `key` in a JSON object without building it: one pass
+/// over the object, skipping everything else.
+struct Find<'k>(&'k str);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Find<'_> {
+    type Value = Option<&'de RawValue>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
     }
-    Some(v)
 }
 
-fn as_text(v: &Value) -> Option<std::borrow::Cow<'_, str>> {
-    match v {
-        Value::String(s) => Some(s.as_str().into()),
-        Value::Number(n) => Some(n.to_string().into()),
-        Value::Bool(b) => Some(if *b { "true" } else { "false" }.into()),
-        _ => None,
+impl<'de> serde::de::Visitor<'de> for Find<'_> {
+    type Value = Option<&'de RawValue>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut found = None;
+        // Keys with escapes cannot be borrowed; such an object is not matched.
+        while let Some(key) = map.next_key::<&'de str>()? {
+            if found.is_none() && key == self.0 {
+                found = Some(map.next_value::<&'de RawValue>()?);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let want = self.0.parse::<usize>().ok();
+        let mut found = None;
+        let mut i = 0;
+        while let Some(v) = seq.next_element::<&'de RawValue>()? {
+            if Some(i) == want {
+                found = Some(v);
+            }
+            i += 1;
+        }
+        Ok(found)
+    }
+    // Scalars have no fields.
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+}
+
+/// The raw JSON at a dotted path, if present.
+fn lookup<'a>(json: &'a str, path: &[String]) -> Option<&'a str> {
+    let mut cur = json;
+    for key in path {
+        let mut de = serde_json::Deserializer::from_str(cur);
+        cur = serde::de::DeserializeSeed::deserialize(Find(key), &mut de)
+            .ok()??
+            .get();
+    }
+    Some(cur)
+}
+
+/// A scalar's text: strings unquoted, numbers and booleans as written.
+fn as_text(raw: &str) -> Option<Cow<'_, str>> {
+    match raw.as_bytes().first()? {
+        b'"' => serde_json::from_str::<&str>(raw)
+            .map(Cow::Borrowed)
+            .or_else(|_| serde_json::from_str::<String>(raw).map(Cow::Owned))
+            .ok(),
+        b'{' | b'[' | b'n' => None,
+        _ => Some(Cow::Borrowed(raw)),
     }
 }
 
 impl Cond {
-    fn matches(&self, data: &Value) -> bool {
+    fn matches(&self, data: &str) -> bool {
         let found = lookup(data, &self.path);
         match &self.op {
             Op::Exists => found.is_some(),
@@ -138,28 +205,44 @@ impl Plugin for Match {
     }
 }
 
-impl Filter for Match {
-    fn keep(&self, sub: &Subscription, event: &Event<'_>) -> bool {
-        // Subscriber conditions that do not parse match nothing (fail closed).
-        let mut conds = Vec::new();
-        for (k, v) in &sub.params {
-            if *k == self.param {
-                match parse(v) {
-                    Ok(c) => conds.push(c),
-                    Err(_) => return false,
-                }
-            }
-        }
+impl Match {
+    /// The subscriber's conditions; `None` if one does not parse (such a
+    /// subscription matches nothing: fail closed).
+    fn conditions(&self, sub: &Subscription) -> Option<Vec<Cond>> {
+        sub.params
+            .iter()
+            .filter(|(k, _)| *k == self.param)
+            .map(|(_, v)| parse(v).ok())
+            .collect()
+    }
+
+    fn matches(&self, conds: &[Cond], event: &Event<'_>) -> bool {
         if self.fixed.is_empty() && conds.is_empty() {
             return true;
         }
-        let Ok(data) = serde_json::from_slice::<Value>(event.data) else {
+        let Ok(data) = std::str::from_utf8(event.data) else {
             return false;
         };
-        self.fixed
-            .iter()
-            .chain(conds.iter())
-            .all(|c| c.matches(&data))
+        self.fixed.iter().chain(conds).all(|c| c.matches(data))
+    }
+}
+
+impl Filter for Match {
+    fn keep(&self, sub: &Subscription, event: &Event<'_>) -> bool {
+        self.conditions(sub)
+            .is_some_and(|conds| self.matches(&conds, event))
+    }
+
+    fn keep_batch(&self, sub: &Subscription, batch: &RawBatch, kept: &mut Vec<u32>) {
+        // Parse the subscriber's conditions once per call, not per event.
+        let Some(conds) = self.conditions(sub) else {
+            return;
+        };
+        for (i, e) in events(batch).enumerate() {
+            if self.matches(&conds, &e) {
+                kept.push(i as u32);
+            }
+        }
     }
 }
 

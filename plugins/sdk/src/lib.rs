@@ -235,6 +235,18 @@ pub fn describe<T: Plugin>() -> String {
 pub trait Filter: Plugin {
     /// Whether `event` goes to subscribers with this subscription key.
     fn keep(&self, sub: &Subscription, event: &Event<'_>) -> bool;
+
+    /// Decides a whole batch for one subscription key: push the indices of
+    /// the kept events, ascending. The default asks [`Filter::keep`] per
+    /// event; override it to do per-subscription work (parsing parameters)
+    /// once per call instead of once per event.
+    fn keep_batch(&self, sub: &Subscription, batch: &RawBatch, kept: &mut Vec<u32>) {
+        for (i, e) in events(batch).enumerate() {
+            if self.keep(sub, &e) {
+                kept.push(i as u32);
+            }
+        }
+    }
 }
 
 /// Authentication and authorization of requests.
@@ -345,11 +357,9 @@ macro_rules! export_filter {
             impl $crate::bindings::filter::Guest for __SpoutExport {
                 fn keep(sub: $crate::Subscription, events: $crate::RawBatch) -> Vec<u32> {
                     __SPOUT_SLOT.with(|p| {
-                        $crate::events(&events)
-                            .enumerate()
-                            .filter(|(_, e)| <$ty as $crate::Filter>::keep(p, &sub, e))
-                            .map(|(i, _)| i as u32)
-                            .collect()
+                        let mut kept = Vec::with_capacity(events.events.len());
+                        <$ty as $crate::Filter>::keep_batch(p, &sub, &events, &mut kept);
+                        kept
                     })
                 }
             }
