@@ -201,6 +201,7 @@ fn check_env(config: &str, env: &[(&str, &str)]) -> (bool, String) {
         .arg("check")
         .arg(&file)
         .env("SPOUT_LOG", "warn")
+        .env("SPOUT_PLUGIN_CACHE", plugin_cache())
         .envs(env.iter().copied())
         .output()
         .unwrap();

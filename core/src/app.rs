@@ -66,7 +66,7 @@ impl App {
             Arc::new(move |events| hub.fan_out(events))
         };
         let log = EventLog::open(&config.log, sink)?;
-        let runtime = Runtime::new(config.log.path.join("plugin-cache"), log.db())?;
+        let runtime = Runtime::new(config.plugin_cache_dir(), log.db())?;
         let started = Instant::now();
         let pipeline = Pipeline::build(&config, &runtime, 1)?;
         if !pipeline.plugins.is_empty() {

@@ -36,6 +36,10 @@ pub struct Config {
     /// Where the config came from (for error positions); not a config key.
     #[serde(skip)]
     pub origin: Origin,
+    /// Where compiled plugins are cached (default `LOG_PATH/plugin-cache`);
+    /// set from `SPOUT_PLUGIN_CACHE`, not a config key.
+    #[serde(skip)]
+    pub plugin_cache: Option<PathBuf>,
 }
 
 /// The file and text a config was parsed from, to point errors found after
@@ -352,6 +356,13 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The directory compiled plugins are cached in.
+    pub fn plugin_cache_dir(&self) -> PathBuf {
+        self.plugin_cache
+            .clone()
+            .unwrap_or_else(|| self.log.path.join("plugin-cache"))
+    }
+
     /// Reads and validates `file`, resolving relative paths against its directory.
     pub fn load(file: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {

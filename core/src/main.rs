@@ -95,8 +95,16 @@ fn report(err: &anyhow::Error) -> String {
     out
 }
 
+/// `SPOUT_PLUGIN_CACHE` moves the compiled-plugin cache (e.g. to a shared
+/// or persistent directory).
+fn load_config(file: &std::path::Path) -> anyhow::Result<Config> {
+    let mut config = Config::load(file)?;
+    config.plugin_cache = std::env::var_os("SPOUT_PLUGIN_CACHE").map(PathBuf::from);
+    Ok(config)
+}
+
 fn check(file: &std::path::Path) -> anyhow::Result<()> {
-    let config = Config::load(file)?;
+    let config = load_config(file)?;
     spout::pipeline::check(&config)?;
     println!(
         "{}: ok (listen {}, log {}, fsync {:?}, {} plugins, {} stream routes)",
@@ -111,7 +119,7 @@ fn check(file: &std::path::Path) -> anyhow::Result<()> {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let mut config = Config::load(&args.config)?;
+    let mut config = load_config(&args.config)?;
     if let Some(listen) = args.listen {
         config.server.listen = listen;
     }

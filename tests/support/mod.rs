@@ -34,7 +34,14 @@ pub fn config(dir: &Path) -> Config {
     c.server.shutdown_grace = Duration::from_secs(2);
     c.log.path = dir.to_path_buf();
     c.log.fsync = Fsync::Batch;
+    c.plugin_cache = Some(plugin_cache());
     c
+}
+
+/// One compiled-plugin cache for every test (and test run): each plugin is
+/// compiled once, not once per server.
+pub fn plugin_cache() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache")
 }
 
 /// The real server, running in this process.
@@ -73,6 +80,7 @@ impl Server {
         let mut cfg = Config::load(&file).unwrap_or_else(|e| panic!("{e}"));
         cfg.server.shutdown_grace = Duration::from_secs(2);
         cfg.log.path = tmp.path().join("data");
+        cfg.plugin_cache = Some(plugin_cache());
         let mut s = Server::launch(tmp.path(), cfg).await;
         s._tmp = Some(tmp);
         s
@@ -402,6 +410,7 @@ pub fn spawn_binary(config_file: &Path, data_dir: &Path) -> SpoutProcess {
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .env("SPOUT_LOG", "info")
+        .env("SPOUT_PLUGIN_CACHE", plugin_cache())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

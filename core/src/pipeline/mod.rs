@@ -344,7 +344,7 @@ pub fn check(config: &Config) -> Result<(), ConfigError> {
             ));
         }
     };
-    let runtime = Runtime::new(config.log.path.join("plugin-cache"), db)
+    let runtime = Runtime::new(config.plugin_cache_dir(), db)
         .map_err(|e| error_at_start(&config.origin, e.to_string()))?;
     let result = Pipeline::build(config, &runtime, 0).map(|_| ());
     let _ = std::fs::remove_dir_all(&dir);

@@ -46,6 +46,7 @@ pub fn reload(app: &Arc<App>) -> Result<u64, String> {
         .and_then(|mut config| {
             // The data directory (and so the plugin cache) is fixed at start.
             config.log.path = app.config.log.path.clone();
+            config.plugin_cache = app.config.plugin_cache.clone();
             let generation = app.pipeline.load().generation + 1;
             Pipeline::build(&config, &app.runtime, generation).map_err(|e| e.to_string())
         });

@@ -52,7 +52,12 @@ impl ArtifactCache {
             .precompile_component(bytes)
             .map_err(LoadError::Compile)?;
         if let Err(err) = std::fs::create_dir_all(&self.dir).and_then(|()| {
-            let tmp = path.with_extension("tmp");
+            // Unique per writer: several processes may share the directory.
+            let tmp = path.with_extension(format!(
+                "{}.{:?}.tmp",
+                std::process::id(),
+                std::thread::current().id()
+            ));
             std::fs::write(&tmp, &artifact)?;
             std::fs::rename(&tmp, &path)
         }) {
