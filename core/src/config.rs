@@ -88,7 +88,7 @@ pub struct PluginDecl {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginLimits {
-    /// Linear memory per instance (default 16 MiB, at most 256 MiB).
+    /// Linear memory per instance (default 16 MiB, at most 64 MiB).
     pub memory: Option<ByteSize>,
     /// Wall time per call (default 50ms).
     #[serde(default, with = "humantime_serde")]

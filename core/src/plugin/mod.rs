@@ -29,16 +29,17 @@ use wasmtime::{Engine, Store};
 pub use builtin::BUILTIN;
 
 /// Largest memory limit a plugin may ask for (the pool reserves this much
-/// address space per slot).
-pub const MAX_MEMORY: u64 = 256 << 20;
+/// address space per slot: 256 slots × 64 MiB = 16 GiB of address space,
+/// none of it memory until used).
+pub const MAX_MEMORY: u64 = 64 << 20;
 /// Default memory limit per instance.
 pub const DEFAULT_MEMORY: u64 = 16 << 20;
 /// Default time limit per call.
 pub const DEFAULT_TIME: Duration = Duration::from_millis(50);
 /// Instances kept per plugin (more are created under contention, then dropped).
 const POOL_KEEP: usize = 8;
-/// Concurrent instances the engine's pool allows in all.
-const POOL_SLOTS: u32 = 1000;
+/// Concurrent instances the engine's pool allows in all (kept and in use).
+const POOL_SLOTS: u32 = 256;
 
 /// Import namespaces a plugin may use. Everything else (files, sockets,
 /// HTTP) is refused at load time.
