@@ -1,5 +1,5 @@
 //! Compiled components, cached in memory and on disk by the SHA-256 of the
-//! component bytes: compiling takes tens of milliseconds, loading a cached
+//! component bytes (and the engine's compatibility hash): compiling takes tens of milliseconds, loading a cached
 //! artifact well under one.
 
 use super::LoadError;
@@ -33,7 +33,15 @@ impl ArtifactCache {
             return Ok(c.clone());
         }
         let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
-        let path = self.dir.join(format!("{hex}.cwasm"));
+        // Engines with different settings or builds (debug and release,
+        // another wasmtime) keep their own artifacts side by side.
+        let engine_key = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            engine.precompile_compatibility_hash().hash(&mut h);
+            h.finish()
+        };
+        let path = self.dir.join(format!("{hex}-{engine_key:016x}.cwasm"));
         if path.exists() {
             // SAFETY: the file was written by `precompile_component` of an
             // engine like this one into Spout's own data directory;
