@@ -16,6 +16,7 @@
 #![warn(missing_docs)]
 
 pub mod app;
+pub mod bench;
 pub mod config;
 pub mod event;
 pub mod http;

@@ -1,4 +1,4 @@
-//! The `spout` command: `serve` (the default) and `check`.
+//! The `spout` command: `serve` (the default), `check` and `bench`.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -32,6 +32,10 @@ enum Command {
         #[arg(long, short, conflicts_with = "file")]
         config: Option<PathBuf>,
     },
+    /// Measure a running hub: N SSE subscribers, a fixed publish rate,
+    /// deliveries/s and publish→deliver latency (optionally against a raw
+    /// socket writer in the same run).
+    Bench(spout::bench::BenchArgs),
 }
 
 #[derive(clap::Args, Default)]
@@ -64,6 +68,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|| PathBuf::from("config.toml")),
         ),
         Some(Command::Serve(args)) => serve(args),
+        Some(Command::Bench(args)) => bench(args),
         None => serve(ServeArgs {
             config: PathBuf::from("config.toml"),
             ..ServeArgs::default()
@@ -115,6 +120,21 @@ fn check(file: &std::path::Path) -> anyhow::Result<()> {
         config.plugins.len(),
         config.streams.len().max(1)
     );
+    Ok(())
+}
+
+fn bench(args: spout::bench::BenchArgs) -> anyhow::Result<()> {
+    let json = args.json;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let report = runtime.block_on(spout::bench::run(args))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
     Ok(())
 }
 

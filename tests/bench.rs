@@ -1,0 +1,59 @@
+//! `spout bench` works: a scaled-down run against the real server and the
+//! raw baseline delivers every event. Counts only — timings are for
+//! benchmarks, not tests.
+
+mod support;
+
+use spout::bench::{run, BenchArgs};
+use std::time::Duration;
+use support::*;
+
+fn args(url: String) -> BenchArgs {
+    BenchArgs {
+        url,
+        subscribers: 300,
+        path: "/events".into(),
+        query: String::new(),
+        topics: 5,
+        rate: 200,
+        size: 100,
+        duration: Duration::from_secs(2),
+        publishers: 2,
+        ramp: Duration::ZERO,
+        source_addrs: 2,
+        pid: Some(std::process::id()),
+        baseline: true,
+        json: false,
+        quiet: true,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_delivers_every_event_to_every_subscriber() {
+    let server = Server::start(|_| {}).await;
+    let report = run(args(format!("http://{}", server.addr))).await.unwrap();
+    let table = report.table();
+    for r in [&report.hub, report.baseline.as_ref().unwrap()] {
+        assert_eq!((r.connected, r.failed, r.errors), (300, 0, 0), "{table}");
+        assert!(r.published >= 300, "{table}");
+        // 300 subscribers over 5 topics: every event reaches 60 of them.
+        assert_eq!(r.expected, r.published * 60, "{table}");
+        assert_eq!(r.delivered, r.expected, "{table}");
+        assert!(r.latency_ms.max > 0.0, "{table}");
+    }
+    assert!(report.hub_vs_raw.is_some());
+    assert!(table.contains("spout / raw"));
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["hub"]["label"], "spout");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bench_rejects_bad_options() {
+    let mut a = args("ftp://x".into());
+    let err = run(a.clone()).await.unwrap_err();
+    assert!(err.to_string().contains("http://HOST:PORT"), "{err}");
+    a.url = "http://127.0.0.1:1".into();
+    a.size = 5;
+    assert!(run(a).await.unwrap_err().to_string().contains("--size"));
+}
