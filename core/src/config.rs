@@ -55,12 +55,16 @@ pub struct Origin {
 impl Origin {
     /// An [`ConfigError::Invalid`] at byte span `span` of this file.
     pub fn error(&self, span: std::ops::Range<usize>, key: String, message: String) -> ConfigError {
-        let (line, column) = position(&self.text, span.start);
+        self.invalid(span.start, Some(key), message)
+    }
+
+    fn invalid(&self, offset: usize, key: Option<String>, message: String) -> ConfigError {
+        let (line, column) = position(&self.text, offset);
         ConfigError::Invalid {
             file: self.file.clone(),
             line,
             column,
-            key: Some(key),
+            key,
             message,
         }
     }
@@ -370,10 +374,6 @@ impl Config {
             source,
         })?;
         let mut config = Config::parse(&text, file)?;
-        config.origin = Origin {
-            file: file.to_path_buf(),
-            text: text.into(),
-        };
         if config.log.path.is_relative() {
             let base = file.parent().unwrap_or(Path::new(""));
             config.log.path = base.join(&config.log.path);
@@ -381,27 +381,24 @@ impl Config {
         Ok(config)
     }
 
-    /// Parses config text; `file` is only used in error messages.
+    /// Parses config text; `file` names it in errors (also those found
+    /// later, through [`Config::origin`]).
     pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
-        let invalid =
-            |span: Option<std::ops::Range<usize>>, key: Option<String>, message: String| {
-                let (line, column) = position(text, span.map_or(0, |s| s.start));
-                ConfigError::Invalid {
-                    file: file.to_path_buf(),
-                    line,
-                    column,
-                    key,
-                    message,
-                }
-            };
+        let origin = Origin {
+            file: file.to_path_buf(),
+            text: text.into(),
+        };
+        let at = |span: Option<std::ops::Range<usize>>| span.map_or(0, |s| s.start);
         let de = toml::Deserializer::parse(text)
-            .map_err(|e| invalid(e.span(), None, e.message().trim().to_string()))?;
-        serde_path_to_error::deserialize(de).map_err(|e| {
+            .map_err(|e| origin.invalid(at(e.span()), None, e.message().trim().to_string()))?;
+        let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
             let key = (path != ".").then_some(path);
             let inner = e.into_inner();
-            invalid(inner.span(), key, inner.message().trim().to_string())
-        })
+            origin.invalid(at(inner.span()), key, inner.message().trim().to_string())
+        })?;
+        config.origin = origin;
+        Ok(config)
     }
 }
 
