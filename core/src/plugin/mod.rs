@@ -493,9 +493,7 @@ impl Plugin {
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_trap();
         self.arm(&mut store);
-        let fail = |e: wasmtime::Error, store: &Store<HostState>| {
-            InitFailure::Call(self.classify(e, store))
-        };
+        let fail = |e: wasmtime::Error| InitFailure::Call(self.classify(e));
         let exports = match &self.world {
             World::Auth(p) => p.instantiate(&mut store).map(Exports::Auth),
             World::Filter(p) => p.instantiate(&mut store).map(Exports::Filter),
@@ -506,7 +504,7 @@ impl Plugin {
         };
         let exports = match exports {
             Ok(e) => e,
-            Err(e) => return Err(fail(e, &store)),
+            Err(e) => return Err(fail(e)),
         };
         macro_rules! lifecycle {
             ($call:ident $(, $arg:expr)?) => {
@@ -522,13 +520,13 @@ impl Plugin {
         }
         let describe = match lifecycle!(call_describe) {
             Ok(d) => d,
-            Err(e) => return Err(fail(e, &store)),
+            Err(e) => return Err(fail(e)),
         };
         self.arm(&mut store);
         match lifecycle!(call_init, &self.config) {
             Ok(Ok(())) => {}
             Ok(Err(msg)) => return Err(InitFailure::Init(msg)),
-            Err(e) => return Err(fail(e, &store)),
+            Err(e) => return Err(fail(e)),
         }
         Ok((Instance { store, exports }, describe))
     }
@@ -538,9 +536,8 @@ impl Plugin {
         store.set_epoch_deadline(ticks);
     }
 
-    fn classify(&self, err: wasmtime::Error, store: &Store<HostState>) -> CallError {
+    fn classify(&self, err: wasmtime::Error) -> CallError {
         let plugin = self.name.clone();
-        let _ = store;
         if let Some(trap) = err.downcast_ref::<wasmtime::Trap>() {
             if *trap == wasmtime::Trap::Interrupt {
                 return CallError::Timeout {
@@ -580,13 +577,10 @@ impl Plugin {
         let inst = match pooled {
             Some(i) => Ok(i),
             None => self.instantiate().map(|(i, _)| i).map_err(|e| match e {
-                InitFailure::Init(detail)
-                | InitFailure::Call(CallError::Instantiate { detail, .. }) => {
-                    CallError::Instantiate {
-                        plugin: self.name.clone(),
-                        detail,
-                    }
-                }
+                InitFailure::Init(detail) => CallError::Instantiate {
+                    plugin: self.name.clone(),
+                    detail,
+                },
                 InitFailure::Call(err) => err,
             }),
         };
@@ -620,8 +614,8 @@ impl Plugin {
         result
     }
 
-    fn wasm<R>(&self, inst: &Instance, r: wasmtime::Result<R>) -> Result<R, CallError> {
-        r.map_err(|e| self.classify(e, &inst.store))
+    fn wasm<R>(&self, r: wasmtime::Result<R>) -> Result<R, CallError> {
+        r.map_err(|e| self.classify(e))
     }
 
     fn malformed(&self, detail: impl std::fmt::Display) -> CallError {
@@ -642,7 +636,7 @@ impl Plugin {
                 return Err(self.wrong_kind(Kind::Auth));
             };
             let r = x.call_authenticate(&mut inst.store, req);
-            let r = self.wasm(inst, r)?;
+            let r = self.wasm(r)?;
             if let Err(d) = &r {
                 if !(400..=599).contains(&d.status) {
                     return Err(
@@ -661,7 +655,7 @@ impl Plugin {
                 return Err(self.wrong_kind(Kind::Auth));
             };
             let r = x.call_on_disconnect(&mut inst.store, conn);
-            self.wasm(inst, r)
+            self.wasm(r)
         })
     }
 
@@ -672,7 +666,7 @@ impl Plugin {
                 return Err(self.wrong_kind(Kind::Filter));
             };
             let r = x.call_keep(&mut inst.store, sub, events);
-            let indices = self.wasm(inst, r)?;
+            let indices = self.wasm(r)?;
             wire::keep_mask(&indices, events.events.len()).map_err(|e| self.malformed(e))
         })
     }
@@ -684,7 +678,7 @@ impl Plugin {
                 return Err(self.wrong_kind(Kind::Transform));
             };
             let r = x.call_apply(&mut inst.store, events);
-            let out = self.wasm(inst, r)?;
+            let out = self.wasm(r)?;
             wire::decode(&out).map_err(|e| self.malformed(e))
         })
     }
@@ -696,7 +690,7 @@ impl Plugin {
                 return Err(self.wrong_kind(Kind::Batch));
             };
             let r = x.call_merge(&mut inst.store, events);
-            let out = self.wasm(inst, r)?;
+            let out = self.wasm(r)?;
             wire::decode(&out).map_err(|e| self.malformed(e))
         })
     }
@@ -708,7 +702,7 @@ impl Plugin {
                 return Err(self.wrong_kind(Kind::Compress));
             };
             let r = x.call_encode(&mut inst.store, data);
-            self.wasm(inst, r)
+            self.wasm(r)
         })
     }
 
@@ -719,7 +713,7 @@ impl Plugin {
                 return Err(self.wrong_kind(Kind::Source));
             };
             let r = x.call_poll(&mut inst.store, now_ms);
-            let out = self.wasm(inst, r)?;
+            let out = self.wasm(r)?;
             wire::decode(&out).map_err(|e| self.malformed(e))
         })
     }
@@ -735,7 +729,7 @@ impl Plugin {
                 return Err(self.wrong_kind(Kind::Source));
             };
             let r = x.call_on_input(&mut inst.store, input, meta);
-            match self.wasm(inst, r)? {
+            match self.wasm(r)? {
                 Ok(out) => wire::decode(&out).map(Ok).map_err(|e| self.malformed(e)),
                 Err(d) => Ok(Err(d)),
             }
