@@ -3,6 +3,7 @@
 use super::{admit, query_pairs, selectors, ApiError, Body, Conn};
 use crate::app::App;
 use crate::hub::{HubError, SubscribeSpec};
+use crate::pipeline::filter::subscription;
 use crate::pipeline::Route;
 use crate::plugin::bindings::types::Connection;
 use crate::sse;
@@ -56,14 +57,13 @@ pub async fn subscribe<B>(
     let topics: Vec<String> = selectors.iter().map(|s| s.as_str().to_string()).collect();
     let who = admit(app, conn.peer, req, &query, route, &selectors).await?;
     let filter = (!route.filters.is_empty()).then(|| {
-        app.groups.get(
-            &route.path,
+        let sub = subscription(
             who.user.as_deref().unwrap_or(""),
             &who.claims,
-            &topics,
+            &selectors,
             &query,
-            &route.filters,
-        )
+        );
+        app.groups.get(&route.path, sub, &route.filters)
     });
     let user = who.user;
 

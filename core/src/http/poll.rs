@@ -2,7 +2,7 @@
 
 use super::{admit, json_response, query_pairs, selectors, ApiError, Body, Conn};
 use crate::app::App;
-use crate::pipeline::filter::FilterGroup;
+use crate::pipeline::filter::{subscription, FilterGroup};
 use crate::pipeline::DEFAULT_STREAM;
 use crate::plugin::wire::BatchBuilder;
 use crate::topic::any_matches;
@@ -75,21 +75,13 @@ pub async fn poll<B>(
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "no /events route"))?;
     let who = admit(app, conn.peer, req, &query, route, &selectors).await?;
     let filter = (!route.filters.is_empty()).then(|| {
-        let topics: Vec<String> = selectors.iter().map(|s| s.as_str().to_string()).collect();
-        FilterGroup::standalone(
-            &route.path,
-            crate::plugin::bindings::types::Subscription {
-                user: who.user.clone().unwrap_or_default(),
-                claims: who.claims.clone(),
-                topics,
-                params: query
-                    .iter()
-                    .filter(|(k, _)| k != "topic" && k != "after" && k != "limit")
-                    .cloned()
-                    .collect(),
-            },
-            route.filters.clone(),
-        )
+        let sub = subscription(
+            who.user.as_deref().unwrap_or(""),
+            &who.claims,
+            &selectors,
+            &query,
+        );
+        FilterGroup::standalone(&route.path, sub, route.filters.clone())
     });
     let user = who.user;
     let after: u64 = number(&query, "after", "invalid_after")?.unwrap_or(0);

@@ -7,20 +7,48 @@ use super::Stage;
 use crate::config::OnError;
 use crate::plugin::bindings::types::Subscription;
 use crate::plugin::wire::BatchBuilder;
+use crate::topic::Selector;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
-/// Query parameters never passed to filters (they carry credentials or are
-/// the stream's own).
+/// Query parameters never passed to filters: credentials, and the
+/// stream's or `/poll`'s own.
 const PRIVATE_PARAMS: &[&str] = &[
     "topic",
     "lastEventId",
+    "after",
+    "limit",
     "token",
     "apikey",
     "ticket",
     "authorization",
     "user",
 ];
+
+/// What filters are told about a subscription: its user and claims, its
+/// topic selectors and its query parameters other than [`PRIVATE_PARAMS`],
+/// both sorted so equal subscriptions compare equal.
+pub fn subscription(
+    user: &str,
+    claims: &str,
+    selectors: &[Selector],
+    query: &[(String, String)],
+) -> Subscription {
+    let mut topics: Vec<String> = selectors.iter().map(|s| s.as_str().to_owned()).collect();
+    topics.sort();
+    let mut params: Vec<(String, String)> = query
+        .iter()
+        .filter(|(k, _)| !PRIVATE_PARAMS.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    params.sort();
+    Subscription {
+        user: user.to_owned(),
+        claims: claims.to_owned(),
+        topics,
+        params,
+    }
+}
 
 /// Connections sharing one subscription key, and the filters they run.
 pub struct FilterGroup {
@@ -41,7 +69,8 @@ impl std::fmt::Debug for FilterGroup {
 }
 
 impl FilterGroup {
-    /// A group outside the registry (for one `/poll` request).
+    /// A group outside the registry (for one `/poll` request), or the one
+    /// [`Groups::get`] registers.
     pub fn standalone(route: &str, sub: Subscription, stages: Arc<[Stage]>) -> FilterGroup {
         FilterGroup {
             route: route.to_owned(),
@@ -100,40 +129,17 @@ pub struct Groups {
 }
 
 impl Groups {
-    /// The group for this key, created with `stages` if none is alive.
-    pub fn get(
-        &self,
-        route: &str,
-        user: &str,
-        claims: &str,
-        selectors: &[String],
-        query: &[(String, String)],
-        stages: &Arc<[Stage]>,
-    ) -> Arc<FilterGroup> {
-        let mut topics = selectors.to_vec();
-        topics.sort();
-        let mut params: Vec<(String, String)> = query
-            .iter()
-            .filter(|(k, _)| !PRIVATE_PARAMS.contains(&k.as_str()))
-            .cloned()
-            .collect();
-        params.sort();
-        let key = serde_json::json!([route, user, claims, topics, params]).to_string();
+    /// The group for this route and subscription, created with `stages` if
+    /// none is alive.
+    pub fn get(&self, route: &str, sub: Subscription, stages: &Arc<[Stage]>) -> Arc<FilterGroup> {
+        let key =
+            serde_json::json!([route, sub.user, sub.claims, sub.topics, sub.params]).to_string();
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(g) = map.get(&key).and_then(Weak::upgrade) {
             return g;
         }
         map.retain(|_, g| g.strong_count() > 0);
-        let group = Arc::new(FilterGroup {
-            route: route.to_owned(),
-            sub: Subscription {
-                user: user.to_owned(),
-                claims: claims.to_owned(),
-                topics,
-                params,
-            },
-            stages: RwLock::new(stages.clone()),
-        });
+        let group = Arc::new(FilterGroup::standalone(route, sub, stages.clone()));
         map.insert(key, Arc::downgrade(&group));
         group
     }
