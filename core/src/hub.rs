@@ -430,10 +430,11 @@ impl Hub {
     }
 }
 
-/// Per-batch cache of filter answers, keyed by filter group.
+/// Per-batch cache of filter answers, keyed by filter group. With auth,
+/// every user is its own group, so the lookup must not scan.
 #[derive(Default)]
 struct Verdicts {
-    groups: Vec<(*const FilterGroup, Vec<bool>)>,
+    groups: HashMap<*const FilterGroup, Vec<bool>>,
 }
 
 impl Verdicts {
@@ -447,26 +448,26 @@ impl Verdicts {
         events: &[Arc<Event>],
         i: usize,
     ) -> bool {
-        let key = Arc::as_ptr(g);
-        if let Some((_, mask)) = self.groups.iter().find(|(k, _)| *k == key) {
-            return mask[i];
-        }
-        let mut batch = BatchBuilder::default();
-        let mut index = Vec::new();
-        for (j, e) in events.iter().enumerate() {
-            if any_matches(&s.selectors, &e.topic) && e.visible_to(s.user.as_deref()) {
-                batch.push_event(e);
-                index.push(j);
+        let mask = self.groups.entry(Arc::as_ptr(g)).or_insert_with(|| {
+            if !g.is_active() {
+                // The route's filters were removed by a reload.
+                return vec![true; events.len()];
             }
-        }
-        let kept = g.evaluate(&batch);
-        let mut mask = vec![false; events.len()];
-        for (j, k) in index.into_iter().zip(kept) {
-            mask[j] = k;
-        }
-        let answer = mask[i];
-        self.groups.push((key, mask));
-        answer
+            let mut batch = BatchBuilder::default();
+            let mut index = Vec::new();
+            for (j, e) in events.iter().enumerate() {
+                if any_matches(&s.selectors, &e.topic) && e.visible_to(s.user.as_deref()) {
+                    batch.push_event(e);
+                    index.push(j);
+                }
+            }
+            let mut mask = vec![false; events.len()];
+            for (j, k) in index.into_iter().zip(g.evaluate(&batch)) {
+                mask[j] = k;
+            }
+            mask
+        });
+        mask[i]
     }
 }
 
