@@ -62,6 +62,13 @@ impl Shared {
         }
     }
 
+    fn published_total(&self) -> u64 {
+        self.published
+            .iter()
+            .map(|p| p.load(Ordering::Relaxed))
+            .sum()
+    }
+
     fn expected(&self) -> u64 {
         self.published
             .iter()
@@ -174,13 +181,9 @@ pub async fn measure(
     }
     Run::new(
         label,
-        &shared.connected,
-        &shared.failed,
-        shared
-            .published
-            .iter()
-            .map(|p| p.load(Ordering::Relaxed))
-            .sum(),
+        shared.connected.load(Ordering::Relaxed),
+        shared.failed.load(Ordering::Relaxed),
+        shared.published_total(),
         shared.expected(),
         shared.delivered.load(Ordering::Relaxed),
         shared.errors.load(Ordering::Relaxed),
@@ -201,7 +204,7 @@ fn status(args: &BenchArgs, label: &str, s: &Shared, phase: &str) {
         s.connected.load(Ordering::Relaxed),
         args.subscribers,
         s.failed.load(Ordering::Relaxed),
-        s.published.iter().map(|p| p.load(Ordering::Relaxed)).sum::<u64>(),
+        s.published_total(),
         s.delivered.load(Ordering::Relaxed),
         s.errors.load(Ordering::Relaxed),
     );

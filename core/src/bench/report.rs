@@ -3,7 +3,6 @@
 use super::BenchArgs;
 use hdrhistogram::Histogram;
 use serde::Serialize;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// One measurement (against the hub, or against the raw baseline).
@@ -56,8 +55,8 @@ impl Run {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         label: &str,
-        connected: &AtomicU64,
-        failed: &AtomicU64,
+        connected: u64,
+        failed: u64,
         published: u64,
         expected: u64,
         delivered: u64,
@@ -68,12 +67,11 @@ impl Run {
         rss_idle: Option<u64>,
         rss_connected: Option<u64>,
     ) -> Run {
-        let connected = connected.load(Ordering::Relaxed);
         let ms = |q: f64| hist.map_or(0.0, |h| h.value_at_quantile(q) as f64 / 1000.0);
         Run {
             label: label.to_owned(),
             connected,
-            failed: failed.load(Ordering::Relaxed),
+            failed,
             published,
             expected,
             delivered,

@@ -156,8 +156,8 @@ fn transform(
     })?;
     let same_shape = out.len() == events.len();
     out.into_iter()
-        .zip(events.iter().map(Some).chain(std::iter::repeat(None)))
-        .map(|(r, original)| {
+        .enumerate()
+        .map(|(i, r)| {
             let mut e = r.event;
             crate::pipeline::check_event(plugin, &e, max_event).map_err(|detail| {
                 ApiError::new(
@@ -168,7 +168,7 @@ fn transform(
             })?;
             if same_shape {
                 // One event in, one out: keep the publisher's idempotency key.
-                e.key = original.and_then(|o| o.key.clone());
+                e.key = events[i].key.clone();
             }
             Ok(e)
         })
