@@ -683,3 +683,25 @@ async fn interval_sources_publish_what_poll_returns() {
     assert_eq!(stats["pipeline"]["sources"][0]["plugin"], "tick");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn sighup_reloads_the_pipeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.toml");
+    std::fs::write(&file, filter_config("severity:eq:error")).unwrap();
+    let mut spout = spawn_binary(&file, &dir.path().join("data"));
+    let (_, stats) = get_json(spout.addr, "/stats").await;
+    assert_eq!(stats["pipeline"]["generation"], 1);
+    // No file changed: only the signal can cause this reload.
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &spout.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let stats = wait_stats(spout.addr, |s| s["pipeline"]["generation"] == 2).await;
+    assert_eq!(stats["pipeline"]["last_reload"]["attempts"], 1);
+    assert_eq!(stats["pipeline"]["last_reload"]["ok"], true);
+    assert!(spout.child.try_wait().unwrap().is_none(), "still serving");
+    spout.child.kill().unwrap();
+    let _ = spout.child.wait();
+}

@@ -38,7 +38,6 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     let addr = listener.local_addr()?;
-    tracing::info!("listening on http://{addr}");
     let cfg = &app.config.server;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -64,6 +63,8 @@ pub async fn run(
         app.clone(),
         stop_watch.clone(),
     ));
+    // After the reload watches (SIGHUP included) are set up.
+    tracing::info!("listening on http://{addr}");
 
     tokio::pin!(shutdown);
     loop {

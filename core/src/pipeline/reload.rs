@@ -145,17 +145,92 @@ fn absolute(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
-/// Watches the config and plugin files (and SIGHUP) and reloads on change,
-/// until `stop` is cancelled. Does nothing for a config not read from a file.
-pub async fn watch(app: Arc<App>, stop: CancellationToken) {
-    if app.config.origin.file.as_os_str().is_empty() {
-        return;
+/// What [`watch`] listens to, set up before the server announces itself so
+/// a SIGHUP right after `listening on` already reloads.
+struct Watch {
+    rx: mpsc::UnboundedReceiver<()>,
+    files: Arc<std::sync::RwLock<BTreeSet<PathBuf>>>,
+    watcher: Option<notify::RecommendedWatcher>,
+    dirs: BTreeSet<PathBuf>,
+    #[cfg(unix)]
+    hup: Option<tokio::signal::unix::Signal>,
+}
+
+impl Watch {
+    /// Watches the directories of `files` not watched yet (directories, not
+    /// files: editors replace files by rename).
+    fn add_dirs(&mut self, files: &BTreeSet<PathBuf>) {
+        let Some(w) = self.watcher.as_mut() else {
+            return;
+        };
+        for dir in files.iter().filter_map(|f| f.parent()) {
+            if self.dirs.insert(dir.to_path_buf()) {
+                if let Err(err) = w.watch(dir, RecursiveMode::NonRecursive) {
+                    tracing::warn!(dir = %dir.display(), error = %err, "cannot watch directory");
+                }
+            }
+        }
     }
-    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
-    let files = Arc::new(std::sync::RwLock::new(watched_files(&app)));
+
+    /// The next reason to reload: a (debounced) file change or SIGHUP.
+    async fn next(&mut self) -> Option<()> {
+        #[cfg(unix)]
+        let sighup = async {
+            match self.hup.as_mut() {
+                Some(h) => h.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let sighup = std::future::pending::<Option<()>>();
+        tokio::select! {
+            changed = self.rx.recv() => {
+                // Let a burst of writes settle, then reload once.
+                tokio::time::sleep(DEBOUNCE).await;
+                while self.rx.try_recv().is_ok() {}
+                changed
+            }
+            signal = sighup => {
+                tracing::info!("SIGHUP: reloading the pipeline");
+                signal
+            }
+        }
+    }
+}
+
+/// Watches the config and plugin files (and SIGHUP) and reloads on change,
+/// until `stop` is cancelled. Does nothing for a config not read from a
+/// file. The watches are set up when this is called; the returned future
+/// serves them.
+pub fn watch(
+    app: Arc<App>,
+    stop: CancellationToken,
+) -> impl std::future::Future<Output = ()> + Send {
+    let armed = (!app.config.origin.file.as_os_str().is_empty()).then(|| arm(&app));
+    async move {
+        let Some(mut w) = armed else { return };
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                next = w.next() => if next.is_none() { break },
+            }
+            let app2 = app.clone();
+            let done = tokio::task::spawn_blocking(move || reload(&app2)).await;
+            if let Ok(Ok(_)) = done {
+                super::source::restart(&app, &app.pipeline.load());
+                let now = watched_files(&app);
+                w.add_dirs(&now);
+                *w.files.write().unwrap_or_else(|e| e.into_inner()) = now;
+            }
+        }
+    }
+}
+
+fn arm(app: &App) -> Watch {
+    let (tx, rx) = mpsc::unbounded_channel::<()>();
+    let files = Arc::new(std::sync::RwLock::new(watched_files(app)));
     let handler = {
         let files = files.clone();
-        let tx = tx.clone();
         move |res: notify::Result<notify::Event>| {
             let Ok(event) = res else { return };
             if event.kind.is_access() {
@@ -167,62 +242,20 @@ pub async fn watch(app: Arc<App>, stop: CancellationToken) {
             }
         }
     };
-    let mut watcher = match notify::recommended_watcher(handler) {
-        Ok(w) => Some(w),
-        Err(err) => {
-            tracing::warn!(error = %err, "cannot watch the config for changes; reload with SIGHUP");
-            None
-        }
-    };
-    let mut dirs = BTreeSet::new();
-    let mut watch_dirs = |watcher: &mut Option<notify::RecommendedWatcher>,
-                          files: &BTreeSet<PathBuf>| {
-        let Some(w) = watcher else { return };
-        for f in files {
-            // Watch directories, not files: editors replace files by rename.
-            if let Some(dir) = f.parent() {
-                if dirs.insert(dir.to_path_buf()) {
-                    if let Err(err) = w.watch(dir, RecursiveMode::NonRecursive) {
-                        tracing::warn!(dir = %dir.display(), error = %err, "cannot watch directory");
-                    }
-                }
-            }
-        }
-    };
-    watch_dirs(
-        &mut watcher,
-        &files.read().unwrap_or_else(|e| e.into_inner()),
-    );
-    #[cfg(unix)]
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    loop {
+    let watcher = notify::recommended_watcher(handler)
+        .map_err(|err| tracing::warn!(error = %err, "cannot watch the config for changes; reload with SIGHUP"))
+        .ok();
+    let mut w = Watch {
+        rx,
+        files,
+        watcher,
+        dirs: BTreeSet::new(),
         #[cfg(unix)]
-        let sighup = async {
-            match hup.as_mut() {
-                Some(h) => {
-                    h.recv().await;
-                }
-                None => std::future::pending().await,
-            }
-        };
-        #[cfg(not(unix))]
-        let sighup = std::future::pending::<()>();
-        tokio::select! {
-            () = stop.cancelled() => break,
-            Some(()) = rx.recv() => {
-                // Let a burst of writes settle, then reload once.
-                tokio::time::sleep(DEBOUNCE).await;
-                while rx.try_recv().is_ok() {}
-            }
-            () = sighup => tracing::info!("SIGHUP: reloading the pipeline"),
-        }
-        let app2 = app.clone();
-        let done = tokio::task::spawn_blocking(move || reload(&app2)).await;
-        if let Ok(Ok(_)) = done {
-            super::source::restart(&app, &app.pipeline.load());
-            let now = watched_files(&app);
-            watch_dirs(&mut watcher, &now);
-            *files.write().unwrap_or_else(|e| e.into_inner()) = now;
-        }
-    }
+        hup: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map_err(|err| tracing::warn!(error = %err, "cannot listen for SIGHUP"))
+            .ok(),
+    };
+    let initial = w.files.read().unwrap_or_else(|e| e.into_inner()).clone();
+    w.add_dirs(&initial);
+    w
 }
