@@ -705,3 +705,69 @@ async fn sighup_reloads_the_pipeline() {
     spout.child.kill().unwrap();
     let _ = spout.child.wait();
 }
+
+/// Runs the system `openssl` with `args` in `dir`, feeding `input`.
+fn openssl(dir: &std::path::Path, args: &[&str], input: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl is needed to make RS256 test keys");
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "openssl {args:?} failed");
+    out.stdout
+}
+
+#[tokio::test]
+async fn jwt_auth_accepts_rs256_tokens_signed_by_the_configured_key() {
+    let dir = tempfile::tempdir().unwrap();
+    openssl(
+        dir.path(),
+        &[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+            "key.pem",
+        ],
+        b"",
+    );
+    let public = openssl(dir.path(), &["pkey", "-in", "key.pem", "-pubout"], b"");
+    let sign = |claims: Value| {
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","typ":"JWT"}"#);
+        let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
+        let input = format!("{header}.{payload}");
+        let sig = openssl(
+            dir.path(),
+            &["dgst", "-sha256", "-sign", "key.pem"],
+            input.as_bytes(),
+        );
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig))
+    };
+    let config = format!(
+        "[plugins.jwt]\nuse = \"builtin:auth-jwt\"\nconfig = {{ algorithm = \"RS256\", public_key = '''\n{}''' }}\n\n[[stream]]\npath = \"/events\"\nauth = \"jwt\"\n",
+        String::from_utf8(public).unwrap()
+    );
+    let server = Server::start_toml(&config).await;
+    let good = sign(json!({"sub": "ann", "topics": ["a/*"], "exp": now() + 600}));
+    let mut s = server
+        .sse(&format!("/events?topic=a/1&token={good}"), &[])
+        .await;
+    s.connected().await;
+    // An HS256 token made with any secret is refused: the key decides the algorithm.
+    let forged = jwt(json!({"sub": "ann", "topics": ["a/*"], "exp": now() + 600}));
+    let (status, body) = get_with(
+        server.addr,
+        &format!("/events?topic=a/1&token={forged}"),
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    server.stop().await;
+}
