@@ -22,6 +22,7 @@ fn event() -> NewEvent {
         data: Data::Json(Bytes::from(format!("{{\"v\":\"{}\"}}", "x".repeat(92)))),
         to: None,
         key: None,
+        extra: None,
     }
 }
 

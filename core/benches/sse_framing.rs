@@ -28,7 +28,7 @@ fn framing(c: &mut Criterion) {
     for (name, data) in payloads() {
         group.throughput(Throughput::Bytes(data.len() as u64));
         group.bench_with_input(BenchmarkId::from_parameter(name), &data, |b, data| {
-            b.iter(|| event_frame(black_box(123_456), Some("created"), black_box(data)))
+            b.iter(|| event_frame(black_box(123_456), Some("created"), black_box(data), None))
         });
     }
     group.finish();

@@ -58,6 +58,30 @@ pub struct NewEvent {
     /// Publisher-chosen idempotency key: a retry with the same key on the same
     /// topic returns the original id instead of appending again.
     pub key: Option<String>,
+    /// What a Mercure update carries beyond a plain event; `None` for most.
+    pub extra: Option<Box<Extra>>,
+}
+
+/// What a Mercure update carries beyond a plain event (see [`crate::mercure`]).
+/// Boxed behind an `Option` so plain events pay one pointer for it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Extra {
+    /// The update's further topics (its first, canonical topic is `topic`).
+    pub also: Vec<Box<str>>,
+    /// Only subscribers authorized for one of its topics receive it.
+    pub private: bool,
+    /// The SSE `id:` the publisher chose; unique across the log, and resolved
+    /// back to the log sequence when a client resumes from it.
+    pub wire_id: Option<Box<str>>,
+    /// The `retry:` field (ms) sent with the event.
+    pub retry: Option<u32>,
+}
+
+impl Extra {
+    /// Whether the event is private (only authorized Mercure subscribers).
+    pub fn is_private(extra: &Option<Box<Extra>>) -> bool {
+        extra.as_ref().is_some_and(|x| x.private)
+    }
 }
 
 /// An event as stored in the log, with its id and its pre-rendered SSE frame.
@@ -81,13 +105,15 @@ pub struct Event {
     pub to: Option<Box<str>>,
     /// Idempotency key, if the publisher gave one.
     pub key: Option<Box<str>>,
+    /// Mercure fields (further topics, private, wire id, retry), if any.
+    pub extra: Option<Box<Extra>>,
     frame: Bytes,
 }
 
 impl Event {
     /// Builds a logged event and renders its SSE frame.
     pub fn new(id: u64, time_ms: u64, e: NewEvent) -> Event {
-        let frame = crate::sse::event_frame(id, e.kind.as_deref(), &e.data);
+        let frame = crate::sse::event_frame(id, e.kind.as_deref(), &e.data, e.extra.as_deref());
         Event {
             id,
             time_ms,
@@ -96,6 +122,7 @@ impl Event {
             data: e.data,
             to: e.to.map(String::into_boxed_str),
             key: e.key.map(String::into_boxed_str),
+            extra: e.extra,
             frame,
         }
     }
@@ -105,11 +132,23 @@ impl Event {
         &self.frame
     }
 
-    /// Whether a connection of `user` may receive this event.
+    /// Whether a plain (non-Mercure) connection of `user` may receive this
+    /// event: not private, and addressed to nobody or to `user`.
     pub fn visible_to(&self, user: Option<&str>) -> bool {
+        if Extra::is_private(&self.extra) {
+            return false;
+        }
         match &self.to {
             None => true,
             Some(to) => user == Some(&**to),
+        }
+    }
+
+    /// The id on the wire: the publisher's Mercure id, else the log sequence.
+    pub fn wire_id(&self) -> std::borrow::Cow<'_, str> {
+        match self.extra.as_ref().and_then(|x| x.wire_id.as_deref()) {
+            Some(w) => std::borrow::Cow::Borrowed(w),
+            None => std::borrow::Cow::Owned(self.id.to_string()),
         }
     }
 }

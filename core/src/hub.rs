@@ -17,6 +17,7 @@
 //! connections that stayed lagged without even reading (see [`Hub::tick`]).
 
 use crate::event::{now_ms, Event};
+use crate::mercure::Access;
 use crate::metrics::TopicMetrics;
 use crate::pipeline::filter::FilterGroup;
 use crate::plugin::bindings::types::Request as PluginRequest;
@@ -69,6 +70,9 @@ pub struct SubscribeSpec {
     /// The request as the route's auth plugin saw it, kept to re-check the
     /// subscriber when the pipeline is reloaded.
     pub auth: Option<Arc<PluginRequest>>,
+    /// A Mercure subscriber: its selectors and claims decide what it
+    /// receives instead of `selectors` (which is then empty).
+    pub mercure: Option<Arc<Access>>,
 }
 
 /// One subscriber as the hub sees it.
@@ -97,6 +101,8 @@ pub struct Subscriber {
     pub filter: Option<Arc<FilterGroup>>,
     /// The request its auth plugin accepted.
     pub auth: Option<Arc<PluginRequest>>,
+    /// What a Mercure subscriber may receive.
+    pub mercure: Option<Arc<Access>>,
     /// Set when a reloaded pipeline no longer admits the subscriber: the
     /// stream sends `event: revoked` with the reason and ends.
     revoked: OnceLock<String>,
@@ -105,7 +111,11 @@ pub struct Subscriber {
 impl Subscriber {
     /// Queues `ev` if this subscriber may see it; returns whether it was queued.
     fn offer(&self, ev: &Arc<Event>, lagged: &Counter) -> bool {
-        if !ev.visible_to(self.user.as_deref()) {
+        let visible = match &self.mercure {
+            Some(access) => access.admits_event(ev, self.user.as_deref()),
+            None => ev.visible_to(self.user.as_deref()),
+        };
+        if !visible {
             return false;
         }
         if self.selectors.len() > 1 {
@@ -184,6 +194,8 @@ struct Routes {
     exact: HashMap<Arc<str>, Vec<Arc<Subscriber>>>,
     patterns: HashMap<Arc<str>, (Pattern, Vec<Arc<Subscriber>>)>,
     all: HashMap<u64, Arc<Subscriber>>,
+    /// Mercure subscribers: every event is matched against their selectors.
+    mercure: HashMap<u64, Arc<Subscriber>>,
     users: HashMap<Box<str>, usize>,
 }
 
@@ -198,6 +210,8 @@ pub struct HubStats {
     pub users: usize,
     /// Distinct topics and patterns subscribed to.
     pub topics: usize,
+    /// Open Mercure subscriptions (included in `connections`).
+    pub mercure: usize,
 }
 
 struct Inner {
@@ -273,6 +287,7 @@ impl Hub {
             route: spec.route,
             filter: spec.filter,
             auth: spec.auth,
+            mercure: spec.mercure,
             revoked: OnceLock::new(),
         });
         {
@@ -294,6 +309,9 @@ impl Hub {
             }
             if let Some(user) = &subscriber.user {
                 *routes.users.entry(user.clone()).or_default() += 1;
+            }
+            if subscriber.mercure.is_some() {
+                routes.mercure.insert(key, subscriber.clone());
             }
             routes.all.insert(key, subscriber.clone());
         }
@@ -339,6 +357,7 @@ impl Hub {
                 }
             }
             routes.all.remove(&sub.key);
+            routes.mercure.remove(&sub.key);
         }
         let n = inner.count.fetch_sub(1, Ordering::AcqRel) - 1;
         inner.connections.set(n as f64);
@@ -371,10 +390,16 @@ impl Hub {
                     list.iter().for_each(&mut offer);
                 }
             }
+            routes.mercure.values().for_each(&mut offer);
             let m = topics.get(&ev.topic);
             m.published.increment(1);
             m.delivered.increment(delivered);
         }
+    }
+
+    /// Every open Mercure subscriber (for the subscriptions API).
+    pub fn mercure_subscribers(&self) -> Vec<Arc<Subscriber>> {
+        read(&self.inner.routes).mercure.values().cloned().collect()
     }
 
     /// Every open subscriber (for re-checking them after a reload).
@@ -426,6 +451,7 @@ impl Hub {
             peak_connections: self.inner.peak.load(Ordering::Relaxed),
             users: routes.users.len(),
             topics: routes.exact.len() + routes.patterns.len(),
+            mercure: routes.mercure.len(),
         }
     }
 }
@@ -494,6 +520,7 @@ mod tests {
                 data: Data::Text(id.to_string()),
                 to: to.map(Into::into),
                 key: None,
+                extra: None,
             },
         ))
     }
@@ -506,6 +533,7 @@ mod tests {
             route: "/events".into(),
             filter: None,
             auth: None,
+            mercure: None,
         }
     }
 

@@ -157,22 +157,11 @@ fn validate(
     })?;
     for (field, value) in [("type", &e.kind), ("to", &e.to), ("id", &e.id)] {
         if let Some(v) = value {
-            let problem = if v.is_empty() {
-                Some("is empty")
-            } else if v.len() > MAX_FIELD_LEN {
-                Some("is longer than 256 bytes")
-            } else if v.chars().any(char::is_control) {
-                Some("contains control characters (line breaks would corrupt the SSE frame)")
-            } else {
-                None
-            };
-            if let Some(problem) = problem {
-                return Err(PublishError::Field {
-                    index,
-                    field,
-                    problem,
-                });
-            }
+            check_field(v).map_err(|problem| PublishError::Field {
+                index,
+                field,
+                problem,
+            })?;
         }
     }
     let data = match e.data {
@@ -198,7 +187,22 @@ fn validate(
         data,
         to: e.to,
         key: e.id,
+        extra: None,
     })
+}
+
+/// Checks a short text field that goes on an SSE line (`type`, `to`, `id`):
+/// non-empty, at most [`MAX_FIELD_LEN`] bytes, no control characters.
+pub fn check_field(v: &str) -> Result<(), &'static str> {
+    if v.is_empty() {
+        Err("is empty")
+    } else if v.len() > MAX_FIELD_LEN {
+        Err("is longer than 256 bytes")
+    } else if v.chars().any(char::is_control) {
+        Err("contains control characters (line breaks would corrupt the SSE frame)")
+    } else {
+        Ok(())
+    }
 }
 
 /// Removes insignificant whitespace from already-validated JSON text, so a

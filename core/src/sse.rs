@@ -7,7 +7,7 @@
 //! `shutdown`, `overflow`) carry no `id:` so they never move the client's
 //! Last-Event-ID.
 
-use crate::event::{Data, DataRef};
+use crate::event::{Data, DataRef, Extra};
 use bytes::{BufMut, Bytes, BytesMut};
 use std::time::Duration;
 
@@ -15,18 +15,50 @@ use std::time::Duration;
 /// NAT tables from closing an idle stream and reveals dead peers.
 pub const HEARTBEAT: &[u8] = b":\n\n";
 
-/// Renders one logged event as a frame: `id:`, optional `event:`, `data:` lines.
-pub fn event_frame(id: u64, kind: Option<&str>, data: &Data) -> Bytes {
+/// Renders one logged event as a frame: `id:`, optional `event:`, `data:`
+/// lines; a Mercure update's own id and `retry:` when it has them.
+pub fn event_frame(id: u64, kind: Option<&str>, data: &Data, extra: Option<&Extra>) -> Bytes {
     let mut buf = BytesMut::with_capacity(32 + kind.map_or(0, str::len) + data.len());
-    put_event(&mut buf, id, kind, data.as_ref());
+    match extra {
+        None => put_event(&mut buf, id, kind, data.as_ref()),
+        Some(x) => put_event_with(
+            &mut buf,
+            id,
+            x.wire_id.as_deref(),
+            x.retry,
+            kind,
+            data.as_ref(),
+        ),
+    }
     buf.freeze()
 }
 
 /// Appends one event frame to `buf` (replay renders many into one buffer).
 pub fn put_event(buf: &mut BytesMut, id: u64, kind: Option<&str>, data: DataRef<'_>) {
+    put_event_with(buf, id, None, None, kind, data)
+}
+
+/// Appends one event frame whose `id:` is `wire_id` when given (a Mercure
+/// publisher's id) and which sets the client's `retry:` when given.
+pub fn put_event_with(
+    buf: &mut BytesMut,
+    id: u64,
+    wire_id: Option<&str>,
+    retry: Option<u32>,
+    kind: Option<&str>,
+    data: DataRef<'_>,
+) {
     buf.put_slice(b"id: ");
-    buf.put_slice(itoa::Buffer::new().format(id).as_bytes());
+    match wire_id {
+        Some(w) => buf.put_slice(w.as_bytes()),
+        None => buf.put_slice(itoa::Buffer::new().format(id).as_bytes()),
+    }
     buf.put_u8(b'\n');
+    if let Some(ms) = retry {
+        buf.put_slice(b"retry: ");
+        buf.put_slice(itoa::Buffer::new().format(ms).as_bytes());
+        buf.put_u8(b'\n');
+    }
     if let Some(kind) = kind {
         buf.put_slice(b"event: ");
         buf.put_slice(kind.as_bytes());
@@ -196,13 +228,18 @@ mod tests {
     use super::*;
 
     fn text_frame(s: &str) -> String {
-        String::from_utf8(event_frame(9, Some("t"), &Data::Text(s.into())).to_vec()).unwrap()
+        String::from_utf8(event_frame(9, Some("t"), &Data::Text(s.into()), None).to_vec()).unwrap()
     }
 
     #[test]
     fn single_line_frame_bytes() {
         assert_eq!(text_frame("hello"), "id: 9\nevent: t\ndata: hello\n\n");
-        let json = event_frame(7, None, &Data::Json(Bytes::from_static(b"{\"id\":7}")));
+        let json = event_frame(
+            7,
+            None,
+            &Data::Json(Bytes::from_static(b"{\"id\":7}")),
+            None,
+        );
         assert_eq!(&json[..], b"id: 7\ndata: {\"id\":7}\n\n");
     }
 

@@ -146,11 +146,15 @@ impl EventStream {
             let mut batch = BatchBuilder::default();
             let mut ends = Vec::new();
             let cursor = log.scan(after, target, CATCHUP_SCAN, |id, view| {
-                if any_matches(&sub.selectors, view.topic) && view.visible_to(user) {
+                let wanted = match &sub.mercure {
+                    Some(access) => access.admits_view(&view, user),
+                    None => any_matches(&sub.selectors, view.topic) && view.visible_to(user),
+                };
+                if wanted {
                     let data: DataRef<'_> = view
                         .data_ref()
                         .map_err(|source| LogError::Corrupt { id, source })?;
-                    sse::put_event(&mut frames, id, view.kind, data);
+                    sse::put_event_with(&mut frames, id, view.wire_id, view.retry, view.kind, data);
                     if filter.is_some() {
                         batch.push(id, view.time_ms, view.topic, view.kind, view.data, view.to);
                         ends.push(frames.len());
@@ -351,6 +355,7 @@ mod tests {
                 data: Data::Text(id.to_string()),
                 to: None,
                 key: None,
+                extra: None,
             },
         )))
     }

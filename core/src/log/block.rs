@@ -130,6 +130,7 @@ mod tests {
                 data: Data::Text(text.into()),
                 to: None,
                 key: None,
+                extra: None,
             },
         )
     }

@@ -123,6 +123,20 @@ fn dedupe_key(topic: &str, key: &str) -> Vec<u8> {
     k
 }
 
+/// The dedupe entries of an event: its idempotency key on its topic, and a
+/// Mercure wire id, which is unique across all topics (stored under the empty
+/// topic, which no event can have).
+fn dedupe_keys(topic: &str, key: Option<&str>, wire_id: Option<&str>) -> [Option<Vec<u8>>; 2] {
+    [
+        key.map(|k| dedupe_key(topic, k)),
+        wire_id.map(|w| dedupe_key("", w)),
+    ]
+}
+
+fn wire_id_of(ne: &NewEvent) -> Option<&str> {
+    ne.extra.as_ref().and_then(|x| x.wire_id.as_deref())
+}
+
 fn meta_u64(meta: &sled::Tree, key: &[u8]) -> Result<u64, sled::Error> {
     Ok(meta.get(key)?.map_or(0, |v| key_id(&v)))
 }
@@ -317,6 +331,16 @@ impl EventLog {
         Ok(until)
     }
 
+    /// The log sequence of the event a Mercure publisher gave `wire_id`, if
+    /// it is still stored.
+    pub fn find_wire_id(&self, wire_id: &str) -> Result<Option<u64>, LogError> {
+        Ok(self
+            .shared
+            .dedupe
+            .get(dedupe_key("", wire_id))?
+            .map(|v| key_id(&v)))
+    }
+
     /// Stops the writer and the retention task and flushes everything to disk.
     /// Appends after this fail with [`LogError::Closed`].
     pub fn close(&self) -> Result<(), LogError> {
@@ -414,19 +438,25 @@ fn commit(shared: &Shared, jobs: &mut [Job]) -> Committed {
     for job in jobs.iter_mut() {
         let mut ids = Vec::with_capacity(job.events.len());
         for ne in job.events.drain(..) {
-            if let Some(key) = &ne.key {
-                let dk = dedupe_key(&ne.topic, key);
-                let known = match fresh_keys.get(&dk) {
+            let mut known = None;
+            let dks = dedupe_keys(&ne.topic, ne.key.as_deref(), wire_id_of(&ne));
+            for dk in dks.iter().flatten() {
+                known = match fresh_keys.get(dk) {
                     Some(id) => Some(*id),
-                    None => match shared.dedupe.get(&dk) {
+                    None => match shared.dedupe.get(dk) {
                         Ok(v) => v.map(|v| key_id(&v)),
                         Err(e) => return (Vec::new(), Err(e.into())),
                     },
                 };
-                if let Some(id) = known {
-                    ids.push(id);
-                    continue;
+                if known.is_some() {
+                    break;
                 }
+            }
+            if let Some(id) = known {
+                ids.push(id);
+                continue;
+            }
+            for dk in dks.into_iter().flatten() {
                 dedupe_batch.insert(dk.clone(), &id_key(next));
                 fresh_keys.insert(dk, next);
             }
@@ -497,6 +527,7 @@ mod tests {
             data: Data::Text(text.into()),
             to: None,
             key: key.map(Into::into),
+            extra: None,
         }
     }
 

@@ -1,11 +1,14 @@
 //! The on-disk encoding of one event, versioned so the format can evolve.
 //!
 //! Layout (integers little-endian): `version u8 = 1`, `flags u8`, `time_ms u64`,
-//! `topic: u16 len + bytes`, then when flagged `kind`, `to`, `key` (each u16
-//! len + bytes), then the payload to the end. The topic comes first so replay
-//! can skip records of other topics without decoding the rest.
+//! `topic: u16 len + bytes`, then when flagged `kind`, `to`, `key`, `wire_id`
+//! (each u16 len + bytes), the further topics (`u16` count, then each u16 len +
+//! bytes), `retry u32`, then the payload to the end. The topic comes first so
+//! replay can skip records of other topics without decoding the rest. The
+//! Mercure fields (`private`, `wire_id`, further topics, `retry`) were added
+//! as new flag bits, so records written before them read back unchanged.
 
-use crate::event::{Data, DataRef, Event, NewEvent};
+use crate::event::{Data, DataRef, Event, Extra, NewEvent};
 use bytes::Bytes;
 
 const VERSION: u8 = 1;
@@ -13,6 +16,10 @@ const TEXT: u8 = 1;
 const HAS_KIND: u8 = 2;
 const HAS_TO: u8 = 4;
 const HAS_KEY: u8 = 8;
+const PRIVATE: u8 = 16;
+const HAS_WIRE_ID: u8 = 32;
+const HAS_ALSO: u8 = 64;
+const HAS_RETRY: u8 = 128;
 
 /// Why a stored record could not be read back.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -45,12 +52,32 @@ pub struct View<'a> {
     pub text: bool,
     /// Payload bytes.
     pub data: &'a [u8],
+    /// A private Mercure update.
+    pub private: bool,
+    /// The Mercure publisher's id for the `id:` line.
+    pub wire_id: Option<&'a str>,
+    /// The further topics, still encoded (see [`View::also`]).
+    also: &'a [u8],
+    /// The `retry:` field, ms.
+    pub retry: Option<u32>,
 }
 
-impl View<'_> {
-    /// Whether a connection of `user` may receive this event.
+impl<'a> View<'a> {
+    /// Whether a plain (non-Mercure) connection of `user` may receive this
+    /// event: not private, and addressed to nobody or to `user`.
     pub fn visible_to(&self, user: Option<&str>) -> bool {
-        self.to.is_none_or(|to| user == Some(to))
+        !self.private && self.to.is_none_or(|to| user == Some(to))
+    }
+
+    /// The update's further topics (validated when the record was decoded).
+    pub fn also(&self) -> impl Iterator<Item = &'a str> + Clone + 'a {
+        let mut r = Reader(self.also);
+        std::iter::from_fn(move || r.str().ok())
+    }
+
+    /// Whether the record carries Mercure fields.
+    pub fn has_extra(&self) -> bool {
+        self.private || self.wire_id.is_some() || !self.also.is_empty() || self.retry.is_some()
     }
 
     /// The payload as framing wants it.
@@ -82,6 +109,14 @@ impl View<'_> {
                 data,
                 to: self.to.map(str::to_owned),
                 key: self.key.map(str::to_owned),
+                extra: self.has_extra().then(|| {
+                    Box::new(Extra {
+                        also: self.also().map(Box::from).collect(),
+                        private: self.private,
+                        wire_id: self.wire_id.map(Box::from),
+                        retry: self.retry,
+                    })
+                }),
             },
         ))
     }
@@ -106,17 +141,46 @@ pub fn encode_into(out: &mut Vec<u8>, e: &Event) {
     if matches!(e.data, Data::Text(_)) {
         flags |= TEXT;
     }
-    for (field, bit) in [(&e.kind, HAS_KIND), (&e.to, HAS_TO), (&e.key, HAS_KEY)] {
+    let x = e.extra.as_deref();
+    let wire_id = x.and_then(|x| x.wire_id.as_deref());
+    let strs = [
+        e.kind.as_deref(),
+        e.to.as_deref(),
+        e.key.as_deref(),
+        wire_id,
+    ];
+    for (field, bit) in strs.iter().zip([HAS_KIND, HAS_TO, HAS_KEY, HAS_WIRE_ID]) {
         if field.is_some() {
             flags |= bit;
         }
+    }
+    let also = x.map_or(&[][..], |x| &x.also[..]);
+    let retry = x.and_then(|x| x.retry);
+    if x.is_some_and(|x| x.private) {
+        flags |= PRIVATE;
+    }
+    if !also.is_empty() {
+        flags |= HAS_ALSO;
+    }
+    if retry.is_some() {
+        flags |= HAS_RETRY;
     }
     out.push(VERSION);
     out.push(flags);
     out.extend_from_slice(&e.time_ms.to_le_bytes());
     put_str(out, &e.topic);
-    for s in [&e.kind, &e.to, &e.key].into_iter().flatten() {
+    for s in strs.into_iter().flatten() {
         put_str(out, s);
+    }
+    if !also.is_empty() {
+        let n = also.len().min(u16::MAX as usize);
+        out.extend_from_slice(&(n as u16).to_le_bytes());
+        for t in &also[..n] {
+            put_str(out, t);
+        }
+    }
+    if let Some(ms) = retry {
+        out.extend_from_slice(&ms.to_le_bytes());
     }
     out.extend_from_slice(data);
 }
@@ -147,6 +211,24 @@ pub fn decode(bytes: &[u8]) -> Result<View<'_>, RecordError> {
     let kind = opt(HAS_KIND)?;
     let to = opt(HAS_TO)?;
     let key = opt(HAS_KEY)?;
+    let wire_id = opt(HAS_WIRE_ID)?;
+    let also = if flags & HAS_ALSO != 0 {
+        let start = r.0;
+        let n = r.take(2)?;
+        for _ in 0..u16::from_le_bytes([n[0], n[1]]) {
+            r.str()?;
+        }
+        let used = start.len() - r.0.len();
+        &start[2..used]
+    } else {
+        &[][..]
+    };
+    let retry = if flags & HAS_RETRY != 0 {
+        let b = r.take(4)?;
+        Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    } else {
+        None
+    };
     Ok(View {
         time_ms,
         topic,
@@ -155,9 +237,14 @@ pub fn decode(bytes: &[u8]) -> Result<View<'_>, RecordError> {
         key,
         text: flags & TEXT != 0,
         data: r.0,
+        private: flags & PRIVATE != 0,
+        wire_id,
+        also,
+        retry,
     })
 }
 
+#[derive(Clone)]
 struct Reader<'a>(&'a [u8]);
 
 impl<'a> Reader<'a> {
@@ -195,8 +282,48 @@ mod tests {
                 data,
                 to: to.map(Into::into),
                 key: key.map(Into::into),
+                extra: None,
             },
         )
+    }
+
+    #[test]
+    fn round_trips_mercure_fields() {
+        let mut e = event(Data::Text("hi".into()), Some("t"), None, None);
+        let extra = Extra {
+            also: vec!["https://ex.com/a".into(), "b".into()],
+            private: true,
+            wire_id: Some("urn:uuid:1".into()),
+            retry: Some(2500),
+        };
+        e = Event::new(
+            42,
+            e.time_ms,
+            NewEvent {
+                topic: "orders/eu".into(),
+                kind: Some("t".into()),
+                data: Data::Text("hi".into()),
+                to: None,
+                key: None,
+                extra: Some(Box::new(extra)),
+            },
+        );
+        let bytes = encode(&e);
+        let view = decode(&bytes).unwrap();
+        assert!(view.private && !view.visible_to(None));
+        assert_eq!(view.wire_id, Some("urn:uuid:1"));
+        assert_eq!(view.also().collect::<Vec<_>>(), ["https://ex.com/a", "b"]);
+        assert_eq!(view.retry, Some(2500));
+        assert_eq!(view.data, b"hi");
+        let back = view.to_event(42).unwrap();
+        assert_eq!(back, e);
+        assert_eq!(
+            &back.frame()[..],
+            b"id: urn:uuid:1\nretry: 2500\nevent: t\ndata: hi\n\n"
+        );
+        for cut in 0..bytes.len() - 2 {
+            assert!(decode(&bytes[..cut]).is_err(), "cut {cut}");
+        }
     }
 
     #[test]

@@ -68,8 +68,10 @@ pub(super) fn enforce(shared: &Shared, cfg: &RetentionConfig, now: u64) -> Resul
                 keep.push_record(rec);
                 continue;
             }
-            if let Some(key) = view.key {
-                let dk = super::dedupe_key(view.topic, key);
+            for dk in super::dedupe_keys(view.topic, view.key, view.wire_id)
+                .into_iter()
+                .flatten()
+            {
                 if shared.dedupe.get(&dk)?.is_some_and(|v| key_id(&v) == id) {
                     dedupe.remove(dk);
                 }

@@ -170,6 +170,7 @@ pub fn decode(batch: &Batch) -> Result<Vec<Returned>, Malformed> {
                     data,
                     to,
                     key: None,
+                    extra: None,
                 },
             })
         })
