@@ -45,12 +45,13 @@ struct Config {
     issuer: Option<String>,
     #[serde(default)]
     leeway: u64,
-    #[serde(default = "d_sources")]
-    sources: Vec<String>,
-    #[serde(default = "d_cookie")]
-    cookie: String,
-    #[serde(default = "d_query_param")]
-    query_param: String,
+    /// `None` (not set): the default of the mode, see `d_sources`.
+    #[serde(default)]
+    sources: Option<Vec<String>>,
+    #[serde(default)]
+    cookie: Option<String>,
+    #[serde(default)]
+    query_param: Option<String>,
     #[serde(default = "d_user_claim")]
     user_claim: String,
     #[serde(default = "d_topics_claim")]
@@ -64,14 +65,27 @@ struct Config {
 fn d_algorithm() -> String {
     "HS256".into()
 }
-fn d_sources() -> Vec<String> {
-    vec!["header".into(), "cookie".into(), "query".into()]
+/// Default token sources; Mercure mode uses the hub's order.
+fn d_sources(mercure: bool) -> Vec<String> {
+    let order: &[&str] = if mercure {
+        &["header", "query", "cookie"]
+    } else {
+        &["header", "cookie", "query"]
+    };
+    order.iter().map(|s| s.to_string()).collect()
 }
-fn d_cookie() -> String {
-    "spout_token".into()
+/// Default cookie name; Mercure mode uses the hub's.
+fn d_cookie(mercure: bool) -> String {
+    if mercure {
+        "mercureAuthorization"
+    } else {
+        "spout_token"
+    }
+    .into()
 }
-fn d_query_param() -> String {
-    "token".into()
+/// Default query parameter; Mercure mode uses the hub's.
+fn d_query_param(mercure: bool) -> String {
+    if mercure { "authorization" } else { "token" }.into()
 }
 fn d_user_claim() -> String {
     "sub".into()
@@ -102,9 +116,11 @@ pub struct Verifier {
     cookie: String,
     query_param: String,
     user_claim: String,
-    /// Path of the topics claim (`["mercure", "subscribe"]` in Mercure mode).
-    topics_path: Vec<String>,
+    /// Claim holding the topics (not used in Mercure mode).
+    topics_claim: String,
     default_topics: Vec<String>,
+    /// Mercure mode: read tokens the way the Mercure hub does.
+    mercure: bool,
     /// Config remarks worth a log line (weak keys).
     pub warnings: Vec<String>,
 }
@@ -220,11 +236,11 @@ impl Verifier {
             return Err("`issuer` must not be empty".into());
         }
 
-        if c.sources.is_empty() {
+        let sources = c.sources.unwrap_or_else(|| d_sources(c.mercure));
+        if sources.is_empty() {
             return Err("`sources` must name at least one of header, cookie, query".into());
         }
-        let sources = c
-            .sources
+        let sources = sources
             .iter()
             .map(|s| match s.as_str() {
                 "header" => Ok(Source::Header),
@@ -237,11 +253,6 @@ impl Verifier {
             .collect::<Result<_, _>>()?;
 
         let topics_claim = non_empty("topics_claim", c.topics_claim)?;
-        let topics_path = if c.mercure {
-            vec!["mercure".to_string(), "subscribe".to_string()]
-        } else {
-            vec![topics_claim]
-        };
         if c.default_topics.iter().any(String::is_empty) {
             return Err("`default_topics` entries must not be empty".into());
         }
@@ -252,11 +263,15 @@ impl Verifier {
             issuer: c.issuer,
             leeway: c.leeway as f64,
             sources,
-            cookie: non_empty("cookie", c.cookie)?,
-            query_param: non_empty("query_param", c.query_param)?,
+            cookie: non_empty("cookie", c.cookie.unwrap_or_else(|| d_cookie(c.mercure)))?,
+            query_param: non_empty(
+                "query_param",
+                c.query_param.unwrap_or_else(|| d_query_param(c.mercure)),
+            )?,
             user_claim: non_empty("user_claim", c.user_claim)?,
-            topics_path,
+            topics_claim,
             default_topics: c.default_topics,
+            mercure: c.mercure,
             warnings,
         })
     }
@@ -286,6 +301,8 @@ impl Verifier {
         let user = match payload.get(&self.user_claim) {
             Some(Value::String(s)) if !s.is_empty() => s.clone(),
             Some(Value::Number(n)) => n.to_string(),
+            // Mercure tokens usually carry no `sub`: the user is "" then.
+            None | Some(Value::Null) | Some(Value::String(_)) if self.mercure => String::new(),
             None | Some(Value::Null) => {
                 return Err(format!("token has no {} claim", self.user_claim))
             }
@@ -399,15 +416,23 @@ impl Verifier {
     }
 
     fn topics(&self, payload: &Map<String, Value>) -> Result<Vec<String>, String> {
-        let (first, rest) = self
-            .topics_path
-            .split_first()
-            .expect("topics path is never empty");
-        let mut v = payload.get(first);
-        for k in rest {
-            v = v.and_then(|x| x.get(k));
-        }
-        let name = self.topics_path.join(".");
+        let (name, v) = if self.mercure {
+            // As the hub reads it: `mercure.subscribe` is an array of
+            // strings; a missing (or null) claim or array means none.
+            let v = match payload.get("mercure") {
+                None | Some(Value::Null) => None,
+                Some(Value::Object(m)) => m.get("subscribe"),
+                Some(_) => return Err("token mercure claim is not an object".into()),
+            };
+            if let Some(v) = v {
+                if !matches!(v, Value::Null | Value::Array(_)) {
+                    return Err("token mercure.subscribe claim must be an array".into());
+                }
+            }
+            ("mercure.subscribe", v)
+        } else {
+            (self.topics_claim.as_str(), payload.get(&self.topics_claim))
+        };
         match v {
             None | Some(Value::Null) => Ok(self.default_topics.clone()),
             Some(Value::String(s)) => Ok(s.split_whitespace().map(str::to_owned).collect()),
@@ -481,4 +506,305 @@ fn cookie<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
                 .unwrap_or(v);
             (!v.is_empty()).then_some(v)
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+    const NOW_MS: u64 = 1_700_000_000_000;
+
+    /// An HS256 token for `payload`, signed with `SECRET`.
+    fn token(payload: &Value) -> String {
+        let h = B64URL.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+        let p = B64URL.encode(payload.to_string());
+        let signed = format!("{h}.{p}");
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(SECRET.as_bytes()).unwrap();
+        mac.update(signed.as_bytes());
+        let sig = B64URL.encode(mac.finalize().into_bytes());
+        format!("{signed}.{sig}")
+    }
+
+    /// A verifier for `SECRET` with `extra` config keys.
+    fn verifier(extra: Value) -> Verifier {
+        let mut config = serde_json::json!({ "secret": SECRET });
+        config
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        Verifier::new(&config.to_string()).unwrap()
+    }
+
+    fn mercure() -> Verifier {
+        verifier(serde_json::json!({ "mercure": true }))
+    }
+
+    fn verify(v: &Verifier, payload: Value) -> Result<Identity, String> {
+        v.verify(&token(&payload), NOW_MS)
+    }
+
+    fn strings(items: &[&str]) -> Vec<(String, String)> {
+        items
+            .chunks(2)
+            .map(|kv| (kv[0].to_string(), kv[1].to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn test_helper_token_verifies() {
+        let v = verifier(serde_json::json!({}));
+        let id = verify(&v, serde_json::json!({ "sub": "alice", "topics": ["a/*"] })).unwrap();
+        assert_eq!(id.user, "alice");
+        assert_eq!(id.topics, ["a/*"]);
+        let other = Verifier::new(r#"{"secret":"another-secret-of-32-or-more-bytes!"}"#).unwrap();
+        assert_eq!(
+            other
+                .verify(&token(&serde_json::json!({ "sub": "a" })), NOW_MS)
+                .err()
+                .unwrap(),
+            "invalid token signature"
+        );
+    }
+
+    // 1. The user claim.
+
+    #[test]
+    fn mercure_missing_user_is_empty() {
+        let v = mercure();
+        let id = verify(&v, serde_json::json!({ "mercure": { "subscribe": ["a"] } })).unwrap();
+        assert_eq!(id.user, "");
+        assert_eq!(
+            verify(&v, serde_json::json!({ "sub": null })).unwrap().user,
+            ""
+        );
+        assert_eq!(
+            verify(&v, serde_json::json!({ "sub": "" })).unwrap().user,
+            ""
+        );
+        // A configured user claim behaves the same.
+        let v = verifier(serde_json::json!({ "mercure": true, "user_claim": "uid" }));
+        assert_eq!(
+            verify(&v, serde_json::json!({ "sub": "x" })).unwrap().user,
+            ""
+        );
+        assert_eq!(
+            verify(&v, serde_json::json!({ "uid": "bob" }))
+                .unwrap()
+                .user,
+            "bob"
+        );
+    }
+
+    #[test]
+    fn mercure_present_user_is_used() {
+        let v = mercure();
+        assert_eq!(
+            verify(&v, serde_json::json!({ "sub": "alice" }))
+                .unwrap()
+                .user,
+            "alice"
+        );
+        assert_eq!(
+            verify(&v, serde_json::json!({ "sub": 42 })).unwrap().user,
+            "42"
+        );
+    }
+
+    #[test]
+    fn mercure_bad_user_is_error() {
+        let v = mercure();
+        for bad in [
+            serde_json::json!(true),
+            serde_json::json!(["alice"]),
+            serde_json::json!({ "id": "alice" }),
+        ] {
+            assert_eq!(
+                verify(&v, serde_json::json!({ "sub": bad })).err().unwrap(),
+                "token sub claim is not a string"
+            );
+        }
+    }
+
+    #[test]
+    fn plain_missing_user_is_error() {
+        let v = verifier(serde_json::json!({}));
+        assert_eq!(
+            verify(&v, serde_json::json!({ "topics": ["a"] }))
+                .err()
+                .unwrap(),
+            "token has no sub claim"
+        );
+        assert_eq!(
+            verify(&v, serde_json::json!({ "sub": null }))
+                .err()
+                .unwrap(),
+            "token has no sub claim"
+        );
+        assert!(verify(&v, serde_json::json!({ "sub": "" })).is_err());
+        assert!(verify(&v, serde_json::json!({ "sub": true })).is_err());
+        let v = verifier(serde_json::json!({ "mercure": false }));
+        assert!(verify(&v, serde_json::json!({})).is_err());
+    }
+
+    // 2. The topics.
+
+    #[test]
+    fn mercure_topics_from_subscribe() {
+        let v = mercure();
+        let id = verify(
+            &v,
+            serde_json::json!({
+                "topics": ["ignored"],
+                "mercure": { "subscribe": ["orders/{id}", "https://example.com/books/1"] }
+            }),
+        )
+        .unwrap();
+        assert_eq!(id.topics, ["orders/{id}", "https://example.com/books/1"]);
+        let id = verify(&v, serde_json::json!({ "mercure": { "subscribe": [] } })).unwrap();
+        assert!(id.topics.is_empty());
+    }
+
+    #[test]
+    fn mercure_missing_topics_are_empty() {
+        let v = mercure();
+        for payload in [
+            serde_json::json!({}),
+            serde_json::json!({ "topics": ["ignored"] }),
+            serde_json::json!({ "mercure": null }),
+            serde_json::json!({ "mercure": {} }),
+            serde_json::json!({ "mercure": { "publish": ["a"] } }),
+            serde_json::json!({ "mercure": { "subscribe": null } }),
+        ] {
+            let id = verify(&v, payload.clone()).unwrap();
+            assert!(id.topics.is_empty(), "{payload}");
+        }
+        // Configured `default_topics` still apply.
+        let v = verifier(serde_json::json!({ "mercure": true, "default_topics": ["public/*"] }));
+        assert_eq!(
+            verify(&v, serde_json::json!({})).unwrap().topics,
+            ["public/*"]
+        );
+    }
+
+    #[test]
+    fn mercure_bad_topics_are_error() {
+        let v = mercure();
+        for sub in [
+            serde_json::json!("a b"),
+            serde_json::json!(1),
+            serde_json::json!(true),
+            serde_json::json!({ "a": 1 }),
+        ] {
+            assert_eq!(
+                verify(&v, serde_json::json!({ "mercure": { "subscribe": sub } }))
+                    .err()
+                    .unwrap(),
+                "token mercure.subscribe claim must be an array"
+            );
+        }
+        assert!(verify(&v, serde_json::json!({ "mercure": { "subscribe": [1] } })).is_err());
+        assert_eq!(
+            verify(&v, serde_json::json!({ "mercure": ["a"] }))
+                .err()
+                .unwrap(),
+            "token mercure claim is not an object"
+        );
+    }
+
+    #[test]
+    fn plain_topics_unchanged() {
+        let v = verifier(serde_json::json!({}));
+        let id = verify(&v, serde_json::json!({ "sub": "a", "topics": "x y" })).unwrap();
+        assert_eq!(id.topics, ["x", "y"]);
+        let id = verify(
+            &v,
+            serde_json::json!({ "sub": "a", "mercure": { "subscribe": ["m"] } }),
+        )
+        .unwrap();
+        assert!(id.topics.is_empty());
+    }
+
+    // 3. Where the token comes from.
+
+    #[test]
+    fn mercure_default_sources() {
+        let v = mercure();
+        let headers = strings(&[
+            "authorization",
+            "Bearer H",
+            "cookie",
+            "spout_token=S; mercureAuthorization=C",
+        ]);
+        let query = strings(&["token", "T", "authorization", "Q"]);
+        assert_eq!(v.find_token(&headers, &query), Some("H"));
+        // Query before cookie.
+        assert_eq!(v.find_token(&headers[1..], &query), Some("Q"));
+        assert_eq!(v.find_token(&headers[1..], &query[..1]), Some("C"));
+        assert_eq!(v.find_token(&[], &query[..1]), None);
+    }
+
+    #[test]
+    fn plain_default_sources_unchanged() {
+        let v = verifier(serde_json::json!({}));
+        let headers = strings(&["cookie", "spout_token=S; mercureAuthorization=C"]);
+        let query = strings(&["token", "T", "authorization", "Q"]);
+        // Cookie before query.
+        assert_eq!(v.find_token(&headers, &query), Some("S"));
+        assert_eq!(v.find_token(&[], &query), Some("T"));
+        assert_eq!(v.find_token(&[], &query[1..]), None);
+    }
+
+    #[test]
+    fn mercure_explicit_sources_win() {
+        let v = verifier(serde_json::json!({
+            "mercure": true,
+            "cookie": "c",
+            "query_param": "q",
+            "sources": ["cookie", "query"]
+        }));
+        let headers = strings(&[
+            "authorization",
+            "Bearer H",
+            "cookie",
+            "mercureAuthorization=M; c=C",
+        ]);
+        let query = strings(&["authorization", "A", "q", "Q"]);
+        assert_eq!(v.find_token(&headers, &query), Some("C"));
+        assert_eq!(v.find_token(&headers[..1], &query), Some("Q"));
+        assert_eq!(v.find_token(&headers[..1], &query[..1]), None);
+        // Only some keys set: the others keep Mercure's defaults.
+        let v = verifier(serde_json::json!({ "mercure": true, "cookie": "c" }));
+        let query = strings(&["authorization", "A"]);
+        assert_eq!(v.find_token(&headers[1..], &[]), Some("C"));
+        assert_eq!(v.find_token(&headers[1..], &query), Some("A"));
+        // Explicitly empty values are still config errors.
+        for bad in [
+            serde_json::json!({ "mercure": true, "sources": [] }),
+            serde_json::json!({ "mercure": true, "cookie": "" }),
+            serde_json::json!({ "mercure": true, "query_param": "" }),
+        ] {
+            let mut config = bad.clone();
+            config["secret"] = SECRET.into();
+            assert!(Verifier::new(&config.to_string()).is_err(), "{bad}");
+        }
+    }
+
+    // 4. The claims.
+
+    #[test]
+    fn mercure_claims_are_the_whole_payload() {
+        let v = mercure();
+        let payload = serde_json::json!({
+            "exp": 1_800_000_000u64,
+            "mercure": {
+                "publish": ["p/1"],
+                "subscribe": ["s/1"],
+                "payload": { "user": "https://example.com/users/1", "n": [1, 2] }
+            }
+        });
+        let id = verify(&v, payload.clone()).unwrap();
+        let claims: Value = serde_json::from_str(&id.claims).unwrap();
+        assert_eq!(claims, payload);
+    }
 }
