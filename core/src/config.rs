@@ -33,6 +33,9 @@ pub struct Config {
     /// `[[source]]`: source plugins the server drives.
     #[serde(rename = "source")]
     pub sources: Vec<SourceDecl>,
+    /// `[mercure]`: the Mercure protocol at `/.well-known/mercure`; off
+    /// when the section is absent.
+    pub mercure: Option<MercureConfig>,
     /// Where the config came from (for error positions); not a config key.
     #[serde(skip)]
     pub origin: Origin,
@@ -143,6 +146,26 @@ pub struct PublishRoute {
     pub auth: Option<Spanned<String>>,
     /// Transform plugins run on published events before they are stored.
     pub transforms: Vec<Spanned<String>>,
+}
+
+/// `[mercure]`: Spout as a Mercure hub (see [`crate::mercure`]).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MercureConfig {
+    /// Auth plugin (`auth-jwt` with `mercure = true`) for subscribers, and
+    /// for publishers unless `publish_auth` is set. Without it nobody may
+    /// publish and every subscriber is anonymous.
+    pub auth: Option<Spanned<String>>,
+    /// A separate auth plugin for publishers (Mercure's publisher key).
+    pub publish_auth: Option<Spanned<String>>,
+    /// Subscribers without a token receive public updates.
+    pub anonymous: bool,
+    /// Publish subscription events and serve the subscriptions API.
+    pub subscriptions: bool,
+    /// Origins allowed to subscribe from a browser (CORS, with credentials).
+    pub cors_origins: Vec<String>,
+    /// Origins allowed to publish from a browser; `*` allows any.
+    pub publish_origins: Vec<String>,
 }
 
 /// `[server]`: the listener and what every connection gets.

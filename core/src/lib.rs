@@ -22,6 +22,7 @@ pub mod event;
 pub mod http;
 pub mod hub;
 pub mod log;
+pub mod mercure;
 pub mod metrics;
 pub mod pipeline;
 pub mod plugin;

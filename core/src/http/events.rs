@@ -76,6 +76,7 @@ pub async fn subscribe<B>(
             route: Arc::from(route.path.as_str()),
             filter,
             auth: who.auth_request,
+            mercure: None,
         })
         .map_err(|e| match e {
             HubError::Full(_) => ApiError::new(

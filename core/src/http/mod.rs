@@ -7,6 +7,7 @@
 //! | `GET /poll` | [`poll`]: JSON pages for clients without SSE |
 //! | `GET /metrics`, `/healthz`, `/readyz`, `/stats` | [`ops`] |
 //! | `GET /` | [`ops::console`]: the built-in live console page |
+//! | `/.well-known/mercure[/subscriptions…]` | [`crate::mercure`]: the Mercure protocol |
 
 pub mod cors;
 pub mod events;
@@ -104,7 +105,18 @@ where
     B::Error: std::fmt::Display,
 {
     let origin = req.headers().get(ORIGIN).cloned();
-    let cors = &app.config.server.cors;
+    let mercure_cors;
+    let cors = match &app.config.mercure {
+        Some(m) if crate::mercure::is_mercure_path(req.uri().path()) => {
+            // Mercure clients send cookies: credentials, origins from [mercure].
+            mercure_cors = crate::config::CorsConfig {
+                origins: m.cors_origins.clone(),
+                credentials: true,
+            };
+            &mercure_cors
+        }
+        _ => &app.config.server.cors,
+    };
     let mut resp = if req.method() == Method::OPTIONS {
         cors::preflight(cors, origin.as_ref(), &req)
     } else {
@@ -135,6 +147,9 @@ where
             "method_not_allowed",
             format!("{} is not allowed on {path}", req.method()),
         ));
+    }
+    if crate::mercure::is_mercure_path(path) {
+        return Box::pin(crate::mercure::route(app, conn, req)).await;
     }
     match (req.method(), path) {
         (&Method::POST, "/publish") => Box::pin(publish::publish(app, conn, req)).await,

@@ -110,7 +110,17 @@ where
         ));
     }
     let count = events.len();
-    let ids = app.log.append(events).await.map_err(|e| match e {
+    let ids = app.log.append(events).await.map_err(log_error)?;
+    tracing::debug!(count, first = ids.first().copied(), "published");
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({ "ids": ids }),
+    ))
+}
+
+/// The answer to a failed append: 503 while shutting down, else 500.
+pub fn log_error(e: LogError) -> ApiError {
+    match e {
         LogError::Closed => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "shutting_down",
@@ -121,12 +131,7 @@ where
             "storage_error",
             other.to_string(),
         ),
-    })?;
-    tracing::debug!(count, first = ids.first().copied(), "published");
-    Ok(json_response(
-        StatusCode::OK,
-        &serde_json::json!({ "ids": ids }),
-    ))
+    }
 }
 
 /// Runs one transform plugin over the events and checks what it returns as
@@ -176,7 +181,7 @@ fn transform(
 }
 
 /// Reads the body up to `max` bytes; a body that stalls for `idle` is cut off.
-async fn read_body<B>(req: Request<B>, max: usize, idle: Duration) -> Result<Bytes, ApiError>
+pub async fn read_body<B>(req: Request<B>, max: usize, idle: Duration) -> Result<Bytes, ApiError>
 where
     B: http_body::Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,

@@ -53,6 +53,15 @@ pub struct PublishRules {
     pub transforms: Vec<Arc<Plugin>>,
 }
 
+/// The Mercure hub's auth plugins (`[mercure]`).
+#[derive(Debug, Clone, Default)]
+pub struct MercureRules {
+    /// Verifies subscribers' tokens (and publishers' unless `publish_auth`).
+    pub auth: Option<Arc<Plugin>>,
+    /// Verifies publishers' tokens.
+    pub publish_auth: Option<Arc<Plugin>>,
+}
+
 /// A source plugin driven on a timer.
 #[derive(Debug, Clone)]
 pub struct SourceRoute {
@@ -75,6 +84,8 @@ pub struct Pipeline {
     pub publish: PublishRules,
     /// Timer-driven sources.
     pub sources: Vec<SourceRoute>,
+    /// The Mercure hub's plugins.
+    pub mercure: MercureRules,
 }
 
 impl Pipeline {
@@ -260,12 +271,25 @@ impl Pipeline {
             })
             .collect::<Result<_, ConfigError>>()?;
 
+        let mut mercure = MercureRules::default();
+        if let Some(m) = &config.mercure {
+            let route = "[mercure]";
+            if let Some(a) = &m.auth {
+                mercure.auth = Some(lookup(a, "mercure.auth".into(), Kind::Auth, route)?);
+            }
+            if let Some(a) = &m.publish_auth {
+                mercure.publish_auth =
+                    Some(lookup(a, "mercure.publish_auth".into(), Kind::Auth, route)?);
+            }
+        }
+
         Ok(Pipeline {
             generation,
             plugins,
             streams,
             publish,
             sources,
+            mercure,
         })
     }
 

@@ -95,6 +95,11 @@ fn reevaluate(app: &App, pipeline: &Pipeline) -> usize {
     }
     let mut revoked = 0;
     for sub in app.hub.subscribers() {
+        if sub.mercure.is_some() {
+            // Mercure subscribers are not on a stream route: their token's
+            // claims, checked when they connected, are their grant.
+            continue;
+        }
         let verdict = match pipeline.route(&sub.route) {
             None => Err(format!("route {} was removed", sub.route)),
             Some(route) => match (&route.auth, &sub.auth) {
