@@ -490,3 +490,75 @@ async fn without_a_mercure_section_the_hub_is_not_there() {
     assert_eq!(body["error"], "not_found");
     server.stop().await;
 }
+
+/// Installs pymercure (and what it needs: requests, sseclient-py) from PyPI
+/// into `target/pydeps` once; returns that directory.
+fn python_deps() -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/pydeps");
+    if dir.join("pymercure").is_dir() && dir.join("sseclient.py").exists() {
+        return dir;
+    }
+    let pip = |args: &[&str]| {
+        let out = std::process::Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--target",
+            ])
+            .arg(&dir)
+            .args(args)
+            .output()
+            .expect("python3 runs (the test needs CPython 3 with pip)");
+        assert!(
+            out.status.success(),
+            "pip install {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // pymercure's own requirements include grequests/gevent for its async
+    // publisher, which this test does not use.
+    pip(&["--no-deps", "pymercure==0.0.1.0"]);
+    pip(&["requests==2.34.2", "sseclient-py==1.9.0"]);
+    dir
+}
+
+#[tokio::test]
+async fn the_pymercure_client_library_publishes_and_subscribes() {
+    let deps = tokio::task::spawn_blocking(python_deps).await.unwrap();
+    let server = Server::start_toml(&config(true, false)).await;
+    let hub = format!("http://{}/.well-known/mercure", server.addr);
+    let token = publisher(&["https://example.com/books/{id}"]);
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/mercure_client.py");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .arg(script)
+            .arg(deps)
+            .arg(hub)
+            .arg(token)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let second = report["ids"][1].as_str().unwrap().to_owned();
+    assert_eq!(report["ids"][0], "urn:py:1");
+    assert_eq!(
+        report["got"],
+        json!([
+            { "id": "urn:py:1", "type": "book", "data": "{\"title\": \"Dune\"}" },
+            { "id": second, "type": "message", "data": "plain text" },
+        ])
+    );
+    server.stop().await;
+}
