@@ -562,3 +562,39 @@ async fn the_pymercure_client_library_publishes_and_subscribes() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_example_hub_works_with_the_token_its_readme_shows() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/mercure");
+    let text = std::fs::read_to_string(format!("{dir}/config.toml")).unwrap();
+    let readme = std::fs::read_to_string(format!("{dir}/README.md")).unwrap();
+    let token = readme
+        .lines()
+        .find_map(|l| l.strip_prefix("TOKEN="))
+        .expect("README shows a TOKEN= line");
+    let server = Server::start_toml(&text).await;
+    let mut s = server
+        .sse(&hub_url(&["https://example.com/books/{id}"], ""), &[])
+        .await;
+    assert_eq!(
+        s.status,
+        StatusCode::OK,
+        "anonymous subscribers are allowed"
+    );
+    let form = [
+        ("topic", "https://example.com/books/1"),
+        ("data", "{\"title\":\"Dune\"}"),
+    ];
+    let (status, id) = publish_form(server.addr, Some(token), &form).await;
+    assert_eq!(status, StatusCode::OK, "{id}");
+    assert_eq!(next_events(&mut s, 1).await[0].0, id);
+    let (_, _, metrics) =
+        body_bytes(request(server.addr, Method::GET, "/metrics", &[], "").await).await;
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(
+        metrics.contains("spout_mercure_updates_total 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("spout_mercure_subscribers 1"), "{metrics}");
+    server.stop().await;
+}

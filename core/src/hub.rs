@@ -312,6 +312,7 @@ impl Hub {
             }
             if subscriber.mercure.is_some() {
                 routes.mercure.insert(key, subscriber.clone());
+                metrics::gauge!("spout_mercure_subscribers").set(routes.mercure.len() as f64);
             }
             routes.all.insert(key, subscriber.clone());
         }
@@ -357,7 +358,9 @@ impl Hub {
                 }
             }
             routes.all.remove(&sub.key);
-            routes.mercure.remove(&sub.key);
+            if routes.mercure.remove(&sub.key).is_some() {
+                metrics::gauge!("spout_mercure_subscribers").set(routes.mercure.len() as f64);
+            }
         }
         let n = inner.count.fetch_sub(1, Ordering::AcqRel) - 1;
         inner.connections.set(n as f64);
