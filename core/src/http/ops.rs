@@ -78,6 +78,7 @@ pub fn stats(app: &App) -> Response<Body> {
             "peak_connections": hub.peak_connections,
             "users": hub.users,
             "topics": hub.topics,
+            "mercure_subscribers": hub.mercure,
             "log": {
                 "first_id": first_id,
                 "last_id": log.head(),
