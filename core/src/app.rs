@@ -51,6 +51,10 @@ pub struct App {
     pub metrics: PrometheusHandle,
     /// When the app was opened, for `/stats`.
     pub started: Instant,
+    /// Cluster mode: the nodes and connections seen in Redis.
+    pub cluster: Option<Arc<crate::cluster::Presence>>,
+    /// Stops background tasks tied to the app (cluster presence).
+    pub stop: tokio_util::sync::CancellationToken,
     /// Set when shutdown begins; `/readyz` turns 503.
     shutting_down: AtomicBool,
 }
@@ -65,13 +69,17 @@ impl App {
             let hub = hub.clone();
             Arc::new(move |events| hub.fan_out(events))
         };
-        let log = EventLog::open(&config.log, sink)?;
+        let log = EventLog::open_with(&config.log, config.cluster.as_ref(), sink)?;
         let runtime = Runtime::new(config.plugin_cache_dir(), log.db())?;
         let started = Instant::now();
         let pipeline = Pipeline::build(&config, &runtime, 1)?;
         if !pipeline.plugins.is_empty() {
             tracing::info!(plugins = pipeline.plugins.len(), elapsed = ?started.elapsed(), "pipeline ready");
         }
+        let stop = tokio_util::sync::CancellationToken::new();
+        let cluster = log
+            .remote()
+            .map(|r| crate::cluster::start(r.clone(), hub.clone(), stop.clone()));
         Ok(Arc::new(App {
             config,
             log,
@@ -83,6 +91,8 @@ impl App {
             sources: Mutex::new(tokio_util::sync::CancellationToken::new()),
             metrics,
             started: Instant::now(),
+            cluster,
+            stop,
             shutting_down: AtomicBool::new(false),
         }))
     }
@@ -95,5 +105,6 @@ impl App {
     /// Marks the start of shutdown.
     pub fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::Release);
+        self.stop.cancel();
     }
 }

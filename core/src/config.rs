@@ -36,6 +36,9 @@ pub struct Config {
     /// `[mercure]`: the Mercure protocol at `/.well-known/mercure`; off
     /// when the section is absent.
     pub mercure: Option<MercureConfig>,
+    /// `[cluster]`: run as one of several nodes on Redis Streams; absent =
+    /// the embedded sled log.
+    pub cluster: Option<ClusterConfig>,
     /// Where the config came from (for error positions); not a config key.
     #[serde(skip)]
     pub origin: Origin,
@@ -146,6 +149,48 @@ pub struct PublishRoute {
     pub auth: Option<Spanned<String>>,
     /// Transform plugins run on published events before they are stored.
     pub transforms: Vec<Spanned<String>>,
+}
+
+/// `[cluster]`: several Spout nodes sharing one history in Redis.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The shared engine; only `"redis"` (Redis Streams) exists.
+    pub backend: ClusterBackend,
+    /// Redis URL, e.g. `redis://127.0.0.1:6379` (`rediss://` for TLS).
+    pub url: String,
+    /// Prefix of every key this cluster uses.
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    /// This node's name (default: hostname-pid).
+    #[serde(default)]
+    pub node_id: Option<String>,
+}
+
+/// The engine a cluster shares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClusterBackend {
+    /// Redis Streams.
+    Redis,
+}
+
+fn default_prefix() -> String {
+    "spout".into()
+}
+
+impl ClusterConfig {
+    /// The configured node id, or `HOSTNAME-PID`.
+    pub fn node_id(&self) -> String {
+        self.node_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .ok()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "node".into());
+            format!("{host}-{}", std::process::id())
+        })
+    }
 }
 
 /// `[mercure]`: Spout as a Mercure hub (see [`crate::mercure`]).

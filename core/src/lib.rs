@@ -17,6 +17,7 @@
 
 pub mod app;
 pub mod bench;
+pub mod cluster;
 pub mod config;
 pub mod event;
 pub mod http;

@@ -118,12 +118,18 @@ where
     ))
 }
 
-/// The answer to a failed append: 503 while shutting down, else 500.
+/// The answer to a failed append: 503 while shutting down or while the
+/// shared log (Redis) is unreachable, else 500.
 pub fn log_error(e: LogError) -> ApiError {
     match e {
         LogError::Closed => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "shutting_down",
+            e.to_string(),
+        ),
+        LogError::Unavailable(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_unavailable",
             e.to_string(),
         ),
         other => ApiError::new(

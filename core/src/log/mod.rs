@@ -14,10 +14,11 @@
 mod block;
 mod record;
 mod retention;
+pub mod streams;
 
 pub use record::{decode, RecordError, View};
 
-use crate::config::{Fsync, LogConfig};
+use crate::config::{ClusterConfig, Fsync, LogConfig};
 use crate::event::{now_ms, Event, NewEvent};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -63,6 +64,10 @@ pub enum LogError {
     /// The log was closed (shutdown) before the request was handled.
     #[error("the log is closed")]
     Closed,
+    /// Cluster mode: Redis could not be reached or refused the command.
+    /// Nothing was acknowledged.
+    #[error("the shared log (Redis) is unavailable: {0}")]
+    Unavailable(String),
 }
 
 struct Job {
@@ -105,6 +110,9 @@ pub struct EventLog {
     sender: Arc<RwLock<Option<mpsc::Sender<Job>>>>,
     threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
     stop_retention: Arc<Mutex<Option<mpsc::Sender<()>>>>,
+    /// Cluster mode: events live in Redis Streams; sled keeps only node-local
+    /// state (plugin key-value stores).
+    remote: Option<Arc<streams::RedisLog>>,
 }
 
 fn id_key(id: u64) -> [u8; 8] {
@@ -146,6 +154,24 @@ impl EventLog {
     /// Every committed batch is passed to `sink`, in id order, right after its
     /// publishers are answered.
     pub fn open(config: &LogConfig, sink: Sink) -> Result<EventLog, LogError> {
+        EventLog::open_with(config, None, sink)
+    }
+
+    /// Opens the log, on Redis Streams when `cluster` is given (the sled
+    /// database in `config.path` then holds only node-local state).
+    pub fn open_with(
+        config: &LogConfig,
+        cluster: Option<&ClusterConfig>,
+        sink: Sink,
+    ) -> Result<EventLog, LogError> {
+        let remote = match cluster {
+            Some(c) => Some(streams::RedisLog::start(
+                c,
+                &config.retention,
+                sink.clone(),
+            )?),
+            None => None,
+        };
         let open_err = |source| LogError::Open {
             path: config.path.clone(),
             source,
@@ -229,12 +255,16 @@ impl EventLog {
             sender: Arc::new(RwLock::new(Some(tx))),
             threads: Arc::new(Mutex::new(vec![appender, retention])),
             stop_retention: Arc::new(Mutex::new(Some(stop_tx))),
+            remote,
         })
     }
 
     /// Appends events in order and returns their ids once they are committed
     /// (and fsynced, with `fsync = "always"`). A request is all or nothing.
     pub async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<u64>, LogError> {
+        if let Some(r) = &self.remote {
+            return r.append(events).await;
+        }
         let (reply, rx) = oneshot::channel();
         {
             let guard = self.sender.read().map_err(|_| LogError::Closed)?;
@@ -248,28 +278,48 @@ impl EventLog {
 
     /// Highest committed id (0 when nothing was ever appended).
     pub fn head(&self) -> u64 {
+        if let Some(r) = &self.remote {
+            return r.head();
+        }
         self.shared.head.load(Ordering::Acquire)
     }
 
     /// Highest id removed by retention (0 when nothing was removed).
     pub fn trimmed(&self) -> u64 {
+        if let Some(r) = &self.remote {
+            return r.trimmed();
+        }
         self.shared.trimmed.load(Ordering::Acquire)
     }
 
     /// The first id a replay can still return: ids are contiguous, so it is
     /// the one after the highest id retention removed (`head + 1` when empty).
     pub fn earliest(&self) -> u64 {
+        if let Some(r) = &self.remote {
+            return r.earliest();
+        }
         self.trimmed() + 1
     }
 
     /// Number of stored events.
     pub fn count(&self) -> u64 {
+        if let Some(r) = &self.remote {
+            return r.count();
+        }
         self.shared.count.load(Ordering::Relaxed)
     }
 
-    /// Bytes of stored records.
+    /// Bytes of stored records (0 in cluster mode: Redis accounts for its memory).
     pub fn bytes(&self) -> u64 {
+        if self.remote.is_some() {
+            return 0;
+        }
         self.shared.bytes.load(Ordering::Relaxed)
+    }
+
+    /// The Redis side in cluster mode.
+    pub fn remote(&self) -> Option<&Arc<streams::RedisLog>> {
+        self.remote.as_ref()
     }
 
     /// The underlying sled database, for other stores that live beside the
@@ -280,6 +330,9 @@ impl EventLog {
 
     /// Whether the log accepts appends (open and its writer alive).
     pub fn is_ready(&self) -> bool {
+        if let Some(r) = &self.remote {
+            return r.is_ready();
+        }
         !self.shared.stopped.load(Ordering::Acquire)
     }
 
@@ -294,6 +347,9 @@ impl EventLog {
         max_scan: usize,
         mut visit: impl FnMut(u64, View<'_>) -> Result<bool, LogError>,
     ) -> Result<u64, LogError> {
+        if let Some(r) = &self.remote {
+            return r.scan(after, until, max_scan, &mut visit);
+        }
         if after >= until {
             return Ok(after.max(until));
         }
@@ -334,6 +390,9 @@ impl EventLog {
     /// The log sequence of the event a Mercure publisher gave `wire_id`, if
     /// it is still stored.
     pub fn find_wire_id(&self, wire_id: &str) -> Result<Option<u64>, LogError> {
+        if let Some(r) = &self.remote {
+            return r.find_wire_id(wire_id);
+        }
         Ok(self
             .shared
             .dedupe
@@ -344,6 +403,9 @@ impl EventLog {
     /// Stops the writer and the retention task and flushes everything to disk.
     /// Appends after this fail with [`LogError::Closed`].
     pub fn close(&self) -> Result<(), LogError> {
+        if let Some(r) = &self.remote {
+            r.close();
+        }
         if let Ok(mut sender) = self.sender.write() {
             sender.take();
         }

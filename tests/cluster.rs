@@ -1,0 +1,330 @@
+//! Cluster mode on the real Redis (127.0.0.1:6379, or `SPOUT_TEST_REDIS`):
+//! several nodes in one test process share one history in Redis Streams.
+//! Each test uses its own key prefix and deletes its keys at the end.
+
+mod support;
+
+use http::{Method, StatusCode};
+use serde_json::{json, Value};
+use spout::config::{ClusterBackend, ClusterConfig};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use support::*;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+fn redis_url() -> String {
+    std::env::var("SPOUT_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A synchronous connection to the test Redis, starting the machine's Redis
+/// (the command in the environment notes) if it is down.
+fn redis() -> redis::Connection {
+    let client = redis::Client::open(redis_url()).unwrap();
+    if let Ok(c) = client.get_connection_with_timeout(Duration::from_secs(1)) {
+        return c;
+    }
+    let _ = std::process::Command::new("redis-server")
+        .args([
+            "--daemonize",
+            "yes",
+            "--bind",
+            "127.0.0.1",
+            "-::1",
+            "--port",
+            "6379",
+            "--save",
+            "",
+        ])
+        .args(["--appendonly", "no", "--dir", "/tmp"])
+        .status();
+    for _ in 0..50 {
+        if let Ok(c) = client.get_connection_with_timeout(Duration::from_secs(1)) {
+            return c;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("no Redis at {} (set SPOUT_TEST_REDIS)", redis_url());
+}
+
+/// Deletes every key of a test's prefix when dropped.
+struct Prefix(String);
+
+impl Prefix {
+    fn new(test: &str) -> Prefix {
+        Prefix(format!("spout-test-{}-{test}", std::process::id()))
+    }
+}
+
+impl Drop for Prefix {
+    fn drop(&mut self) {
+        let mut c = redis();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:*", self.0))
+            .query(&mut c)
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: Result<u64, _> = redis::cmd("DEL").arg(&keys).query(&mut c);
+        }
+    }
+}
+
+/// Starts a node of the cluster `prefix` that reaches Redis at `url`.
+async fn node(prefix: &Prefix, name: &str, url: &str) -> Server {
+    let (prefix, name, url) = (prefix.0.clone(), name.to_owned(), url.to_owned());
+    let server = Server::start(move |c| {
+        c.server.heartbeat = Duration::from_millis(200);
+        c.cluster = Some(ClusterConfig {
+            backend: ClusterBackend::Redis,
+            url,
+            prefix,
+            node_id: Some(name),
+        });
+    })
+    .await;
+    wait_ready(server.addr, StatusCode::OK).await;
+    server
+}
+
+async fn wait_ready(addr: SocketAddr, want: StatusCode) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (status, _) = get_json(addr, "/readyz").await;
+        if status == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/readyz stayed {status}, wanted {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn publish_on(addr: SocketAddr, body: Value) -> (StatusCode, Value) {
+    post(addr, "/publish", "application/json", body.to_string()).await
+}
+
+async fn publish_n(addr: SocketAddr, from: usize, to: usize) -> Vec<u64> {
+    let mut ids = Vec::new();
+    for i in from..to {
+        let (status, body) =
+            publish_on(addr, json!({ "topic": "orders", "data": { "n": i } })).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        ids.push(body["ids"][0].as_u64().unwrap());
+    }
+    ids
+}
+
+#[tokio::test]
+async fn three_nodes_one_history_in_order() {
+    let prefix = Prefix::new("three");
+    let url = redis_url();
+    let n1 = node(&prefix, "n1", &url).await;
+    let n2 = node(&prefix, "n2", &url).await;
+    let n3 = node(&prefix, "n3", &url).await;
+    let mut s2 = n2.sse("/events?topic=orders", &[]).await;
+    let mut s3 = n3.sse("/events?topic=orders", &[]).await;
+    s2.connected().await;
+    s3.connected().await;
+
+    let mut ids = publish_n(n1.addr, 0, 10).await;
+    // One request with several events is one atomic append.
+    let (status, body) = publish_on(
+        n1.addr,
+        json!([{ "topic": "orders", "data": { "n": 10 } }, { "topic": "orders", "data": { "n": 11 } }]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    ids.extend(
+        body["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap()),
+    );
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    let want: Vec<String> = (0..12).map(|i| format!("{{\"n\":{i}}}")).collect();
+    for s in [&mut s2, &mut s3] {
+        let got = s.events(12).await;
+        assert_eq!(support::ids(&got), ids);
+        assert_eq!(got.iter().map(|e| e.data.clone()).collect::<Vec<_>>(), want);
+    }
+    // An idempotency key is cluster-wide: a retry on another node gets the first id.
+    let keyed = json!({ "topic": "orders", "data": 1, "id": "order-77" });
+    let (_, a) = publish_on(n1.addr, keyed.clone()).await;
+    let (_, b) = publish_on(n3.addr, keyed).await;
+    assert_eq!(a["ids"], b["ids"]);
+    // Presence: every node sees three nodes and the two subscribers.
+    let stats = wait_stats(n1.addr, |s| {
+        s["cluster"]["nodes"] == 3 && s["cluster"]["connections"] == 2
+    })
+    .await;
+    assert_eq!(stats["cluster"]["node_id"], "n1");
+    for n in [n1, n2, n3] {
+        n.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_client_resumes_on_another_node_with_its_last_event_id() {
+    let prefix = Prefix::new("resume");
+    let url = redis_url();
+    let n1 = node(&prefix, "n1", &url).await;
+    let n2 = node(&prefix, "n2", &url).await;
+    let n3 = node(&prefix, "n3", &url).await;
+    let mut s = n2.sse("/events?topic=orders", &[]).await;
+    s.connected().await;
+    let first = publish_n(n1.addr, 0, 3).await;
+    let got = s.events(3).await;
+    assert_eq!(support::ids(&got), first);
+    let last = got[2].last_id.clone();
+    drop(s);
+
+    let missed = publish_n(n1.addr, 3, 8).await;
+    let mut s = n3
+        .sse("/events?topic=orders", &[("last-event-id", &last)])
+        .await;
+    s.connected().await;
+    let live = publish_n(n1.addr, 8, 9).await;
+    let got = s.events(6).await;
+    let want: Vec<u64> = missed.iter().chain(&live).copied().collect();
+    assert_eq!(support::ids(&got), want);
+    // /poll on yet another node reads the same history.
+    let (_, page) = n1
+        .get_json(&format!("/poll?topic=orders&after={last}"))
+        .await;
+    let polled: Vec<u64> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(polled, want);
+    for n in [n1, n2, n3] {
+        n.stop().await;
+    }
+}
+
+/// A TCP proxy in front of Redis that a test can cut and restore, to take
+/// Redis away from one node while the others keep it.
+struct Proxy {
+    addr: SocketAddr,
+    open: Arc<AtomicBool>,
+    cut: Arc<Mutex<CancellationToken>>,
+}
+
+impl Proxy {
+    async fn start(upstream: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let open = Arc::new(AtomicBool::new(true));
+        let cut = Arc::new(Mutex::new(CancellationToken::new()));
+        let (o, c) = (open.clone(), cut.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !o.load(Ordering::Acquire) {
+                    continue; // dropped: connection refused in effect
+                }
+                let token = c.lock().unwrap().clone();
+                tokio::spawn(async move {
+                    let Ok(mut out) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = token.cancelled() => {}
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut out) => {}
+                    }
+                });
+            }
+        });
+        Proxy { addr, open, cut }
+    }
+
+    fn cut(&self) {
+        self.open.store(false, Ordering::Release);
+        let mut t = self.cut.lock().unwrap();
+        t.cancel();
+        *t = CancellationToken::new();
+    }
+
+    fn restore(&self) {
+        self.open.store(true, Ordering::Release);
+    }
+}
+
+#[tokio::test]
+async fn losing_redis_fails_publishes_cleanly_and_loses_nothing() {
+    let prefix = Prefix::new("outage");
+    let url = redis_url();
+    let upstream: SocketAddr = url
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .parse()
+        .unwrap_or_else(|_| "127.0.0.1:6379".parse().unwrap());
+    let proxy = Proxy::start(upstream).await;
+    let n1 = node(&prefix, "n1", &format!("redis://{}", proxy.addr)).await;
+    let n2 = node(&prefix, "n2", &url).await;
+    let mut s1 = n1.sse("/events?topic=orders", &[]).await;
+    s1.connected().await;
+    let mut ids = publish_n(n1.addr, 0, 2).await;
+
+    proxy.cut();
+    wait_ready(n1.addr, StatusCode::SERVICE_UNAVAILABLE).await;
+    let (status, body) = publish_on(n1.addr, json!({ "topic": "orders", "data": "lost?" })).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"], "storage_unavailable");
+    // The rest of the cluster goes on; node 1's subscriber stays connected
+    // (heartbeats) and gets these once node 1 is back.
+    ids.extend(publish_n(n2.addr, 2, 5).await);
+    let beats = s1.heartbeats();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    s1.raw_until(":\n\n").await;
+    assert!(!s1.ended);
+
+    proxy.restore();
+    wait_ready(n1.addr, StatusCode::OK).await;
+    ids.extend(publish_n(n1.addr, 5, 7).await);
+    let got = s1.events(7).await;
+    assert_eq!(support::ids(&got), ids, "nothing lost, nothing twice");
+    let data: Vec<String> = got.iter().map(|e| e.data.clone()).collect();
+    assert!(!data.iter().any(|d| d.contains("lost?")), "{data:?}");
+    assert!(s1.heartbeats() >= beats);
+
+    // Killing the reader's connection inside Redis: it reconnects and
+    // resumes from the last id it delivered.
+    let mut c = redis();
+    let clients: String = redis::cmd("CLIENT").arg("LIST").query(&mut c).unwrap();
+    let reader = format!("name={}:reader:n1", prefix.0);
+    let killed = clients
+        .lines()
+        .filter(|l| l.contains(&reader))
+        .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")))
+        .map(|id| {
+            redis::cmd("CLIENT")
+                .arg("KILL")
+                .arg("ID")
+                .arg(id)
+                .query::<u64>(&mut c)
+                .unwrap_or(0)
+        })
+        .sum::<u64>();
+    assert_eq!(killed, 1, "{clients}");
+    let more = publish_n(n2.addr, 7, 10).await;
+    let got = s1.events(3).await;
+    assert_eq!(support::ids(&got), more);
+    n1.stop().await;
+    n2.stop().await;
+}
+
+#[tokio::test]
+async fn without_a_cluster_section_nothing_touches_redis() {
+    let server = Server::start(|_| {}).await;
+    let (_, stats) = server.get_json("/stats").await;
+    assert_eq!(stats["cluster"], Value::Null);
+    let resp = request(server.addr, Method::GET, "/readyz", &[], "").await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    server.stop().await;
+}
