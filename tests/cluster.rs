@@ -328,3 +328,51 @@ async fn without_a_cluster_section_nothing_touches_redis() {
     assert_eq!(resp.status(), StatusCode::OK);
     server.stop().await;
 }
+
+/// A test plugin built by core/build.rs from `tests/plugins/NAME`.
+fn test_wasm(name: &str) -> String {
+    format!("{}/test_{name}.wasm", env!("SPOUT_TEST_WASM_DIR"))
+}
+
+#[tokio::test]
+async fn plugin_key_value_stores_are_cluster_wide() {
+    let prefix = Prefix::new("kv");
+    let text = |node: &str| {
+        format!(
+            "[plugins.gate]\nuse = \"{}\"\nconfig = {{ max_disconnects = 1 }}\n\n[[stream]]\npath = \"/events\"\nauth = \"gate\"\n\n[cluster]\nbackend = \"redis\"\nurl = \"{}\"\nprefix = \"{}\"\nnode_id = \"{node}\"\n",
+            test_wasm("gate"),
+            redis_url(),
+            prefix.0
+        )
+    };
+    let n1 = Server::start_toml(&text("n1")).await;
+    let n2 = Server::start_toml(&text("n2")).await;
+    wait_ready(n1.addr, StatusCode::OK).await;
+    wait_ready(n2.addr, StatusCode::OK).await;
+    let mut s = n1.sse("/events?topic=a", &[]).await;
+    assert_eq!(s.status, StatusCode::OK);
+    s.connected().await;
+    drop(s);
+    // The disconnect was counted on node 1; node 2's instance of the plugin
+    // reads the same store.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        // Only the status: an admitted request is an endless SSE stream.
+        let resp = request(n2.addr, Method::GET, "/events?topic=a", &[], "").await;
+        let status = resp.status();
+        if status == StatusCode::FORBIDDEN {
+            let (_, _, body) = body_bytes(resp).await;
+            let body: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(body["detail"], "1 disconnects seen");
+            break;
+        }
+        drop(resp);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node 2 never saw the disconnect: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    n1.stop().await;
+    n2.stop().await;
+}

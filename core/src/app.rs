@@ -70,7 +70,10 @@ impl App {
             Arc::new(move |events| hub.fan_out(events))
         };
         let log = EventLog::open_with(&config.log, config.cluster.as_ref(), sink)?;
-        let runtime = Runtime::new(config.plugin_cache_dir(), log.db())?;
+        let mut runtime = Runtime::new(config.plugin_cache_dir(), log.db())?;
+        if let Some(remote) = log.remote() {
+            runtime.share_kv(remote.clone());
+        }
         let started = Instant::now();
         let pipeline = Pipeline::build(&config, &runtime, 1)?;
         if !pipeline.plugins.is_empty() {

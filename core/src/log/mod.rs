@@ -180,8 +180,12 @@ impl EventLog {
             Fsync::Batch => Some(config.flush_interval.as_millis().max(1) as u64),
             Fsync::Always | Fsync::Never => None,
         };
+        // In cluster mode events live in Redis and nothing here must
+        // outlive the process: a temporary database also lets several nodes
+        // run from one config file on one machine.
         let db = sled::Config::new()
             .path(&config.path)
+            .temporary(remote.is_some())
             .mode(sled::Mode::HighThroughput)
             .cache_capacity(256 * 1024 * 1024)
             .flush_every_ms(flush_every)

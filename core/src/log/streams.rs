@@ -249,6 +249,19 @@ impl RedisLog {
         Ok(v.as_deref().and_then(pack))
     }
 
+    /// A plugin key-value entry (cluster-wide store).
+    pub fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, LogError> {
+        self.with_sync(|c| redis::cmd("GET").arg(key).query(c))
+    }
+
+    /// Sets (or with `None` deletes) a plugin key-value entry.
+    pub fn kv_set(&self, key: &str, value: Option<&[u8]>) -> Result<(), LogError> {
+        self.with_sync(|c| match value {
+            Some(v) => redis::cmd("SET").arg(key).arg(v).query(c),
+            None => redis::cmd("DEL").arg(key).query(c),
+        })
+    }
+
     fn with_sync<T>(
         &self,
         f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,

@@ -15,6 +15,59 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 /// Largest key-value entry a plugin may store.
 const MAX_KV_VALUE: usize = 64 * 1024;
 
+/// Where a plugin's key-value entries live: a sled tree beside the log, or
+/// (cluster mode) Redis keys `PREFIX:kv:PLUGIN:KEY`, shared by every node.
+#[derive(Clone)]
+pub enum Kv {
+    /// Node-local, in the log's sled database.
+    Local(sled::Tree),
+    /// Cluster-wide, in Redis.
+    Shared {
+        /// The cluster's Redis side.
+        log: Arc<crate::log::streams::RedisLog>,
+        /// `PREFIX:kv:PLUGIN:`.
+        prefix: String,
+    },
+}
+
+impl Kv {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+        match self {
+            Kv::Local(t) => t
+                .get(key.as_bytes())
+                .map(|v| v.map(|v| v.to_vec()))
+                .map_err(|e| e.to_string()),
+            Kv::Shared { log, prefix } => log
+                .kv_get(&format!("{prefix}{key}"))
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    fn set(&self, key: &str, value: Vec<u8>) -> Result<(), String> {
+        match self {
+            Kv::Local(t) => t
+                .insert(key.as_bytes(), value)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Kv::Shared { log, prefix } => log
+                .kv_set(&format!("{prefix}{key}"), Some(&value))
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    fn delete(&self, key: &str) -> Result<(), String> {
+        match self {
+            Kv::Local(t) => t
+                .remove(key.as_bytes())
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Kv::Shared { log, prefix } => log
+                .kv_set(&format!("{prefix}{key}"), None)
+                .map_err(|e| e.to_string()),
+        }
+    }
+}
+
 /// Per-instance state of a plugin's store.
 pub struct HostState {
     wasi: WasiCtx,
@@ -22,13 +75,13 @@ pub struct HostState {
     /// Memory and instance limits enforced by wasmtime.
     pub limits: StoreLimits,
     plugin: Arc<str>,
-    kv: sled::Tree,
+    kv: Kv,
     started: Instant,
 }
 
 impl HostState {
     /// A fresh state: no files, no environment, no sockets; output to `tracing`.
-    pub fn new(plugin: Arc<str>, kv: sled::Tree, memory: usize) -> HostState {
+    pub fn new(plugin: Arc<str>, kv: Kv, memory: usize) -> HostState {
         let wasi = WasiCtxBuilder::new()
             .stdout(LogOutput {
                 plugin: plugin.clone(),
@@ -92,13 +145,10 @@ impl clock::Host for HostState {
 
 impl kv::Host for HostState {
     fn get(&mut self, key: String) -> Option<Vec<u8>> {
-        match self.kv.get(key.as_bytes()) {
-            Ok(v) => v.map(|v| v.to_vec()),
-            Err(err) => {
-                tracing::warn!(plugin = &*self.plugin, error = %err, "plugin kv read failed");
-                None
-            }
-        }
+        self.kv.get(&key).unwrap_or_else(|err| {
+            tracing::warn!(plugin = &*self.plugin, error = %err, "plugin kv read failed");
+            None
+        })
     }
 
     fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), String> {
@@ -107,17 +157,11 @@ impl kv::Host for HostState {
                 "kv entries are limited to 1 KiB keys and {MAX_KV_VALUE} byte values"
             ));
         }
-        self.kv
-            .insert(key.as_bytes(), value)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        self.kv.set(&key, value)
     }
 
     fn delete(&mut self, key: String) -> Result<(), String> {
-        self.kv
-            .remove(key.as_bytes())
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        self.kv.delete(&key)
     }
 }
 

@@ -215,6 +215,7 @@ pub struct Runtime {
     linker: Linker<HostState>,
     cache: cache::ArtifactCache,
     kv: sled::Db,
+    shared_kv: Option<(Arc<crate::log::streams::RedisLog>, String)>,
     stop: Arc<AtomicBool>,
 }
 
@@ -253,8 +254,16 @@ impl Runtime {
             engine,
             linker,
             kv,
+            shared_kv: None,
             stop,
         })
+    }
+
+    /// Cluster mode: plugin key-value stores live in Redis under
+    /// `PREFIX:kv:PLUGIN:`, so every node's instances see the same entries.
+    pub fn share_kv(&mut self, log: Arc<crate::log::streams::RedisLog>) {
+        let prefix = format!("{}kv:", log.prefix);
+        self.shared_kv = Some((log, prefix));
     }
 
     /// Loads plugin `name` from `source` (`builtin:NAME` or a file path,
@@ -288,10 +297,17 @@ impl Runtime {
             .map_err(LoadError::Instantiate)?;
         let world = World::detect(pre)?;
         let name: Arc<str> = Arc::from(name);
-        let kv = self
-            .kv
-            .open_tree(format!("plugin:{name}"))
-            .map_err(LoadError::Kv)?;
+        let kv = match &self.shared_kv {
+            Some((log, prefix)) => host::Kv::Shared {
+                log: log.clone(),
+                prefix: format!("{prefix}{name}:"),
+            },
+            None => host::Kv::Local(
+                self.kv
+                    .open_tree(format!("plugin:{name}"))
+                    .map_err(LoadError::Kv)?,
+            ),
+        };
         let labels = [("plugin", name.to_string())];
         let plugin = Plugin {
             kind: world.kind(),
@@ -433,7 +449,7 @@ pub struct Plugin {
     limits: Limits,
     describe: String,
     engine: Engine,
-    kv: sled::Tree,
+    kv: host::Kv,
     pool: Mutex<Vec<Instance>>,
     calls: Counter,
     latency: Histogram,
