@@ -376,3 +376,49 @@ async fn plugin_key_value_stores_are_cluster_wide() {
     n1.stop().await;
     n2.stop().await;
 }
+
+/// A free loopback port (bound, then released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn the_example_demo_moves_a_client_between_nodes() {
+    let prefix = Prefix::new("demo");
+    let _ = redis();
+    let dir = tempfile::tempdir().unwrap();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/cluster");
+    let mut configs = Vec::new();
+    for name in ["node1.toml", "node2.toml"] {
+        let text = std::fs::read_to_string(format!("{example}/{name}")).unwrap();
+        let text = text
+            .replace(
+                "prefix = \"spout-example\"",
+                &format!("prefix = \"{}\"", prefix.0),
+            )
+            .replace("redis://127.0.0.1:6379", &redis_url());
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        configs.push(path);
+    }
+    let out = std::process::Command::new("bash")
+        .arg(format!("{example}/demo.sh"))
+        .env("SPOUT", bin())
+        .env("SPOUT_PLUGIN_CACHE", plugin_cache())
+        .env("CONFIG1", &configs[0])
+        .env("CONFIG2", &configs[1])
+        .env("PORT1", free_port().to_string())
+        .env("PORT2", free_port().to_string())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("moved: received 3 missed events exactly once"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

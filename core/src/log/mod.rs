@@ -183,9 +183,12 @@ impl EventLog {
         // In cluster mode events live in Redis and nothing here must
         // outlive the process: a temporary database also lets several nodes
         // run from one config file on one machine.
-        let db = sled::Config::new()
-            .path(&config.path)
-            .temporary(remote.is_some())
+        let db = if remote.is_some() {
+            sled::Config::new().temporary(true)
+        } else {
+            sled::Config::new().path(&config.path)
+        };
+        let db = db
             .mode(sled::Mode::HighThroughput)
             .cache_capacity(256 * 1024 * 1024)
             .flush_every_ms(flush_every)
