@@ -241,6 +241,18 @@ pub struct ServerConfig {
     pub cors: CorsConfig,
     /// Size and count limits.
     pub limits: LimitsConfig,
+    /// `[server.tls]`: serve HTTPS (HTTP/2 and HTTP/1.1 by ALPN).
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[server.tls]`: certificate and key files (PEM), reloaded when they change.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Certificate chain, leaf first (relative to the config file).
+    pub cert: PathBuf,
+    /// Private key: PKCS#8, PKCS#1 or SEC1 (relative to the config file).
+    pub key: PathBuf,
 }
 
 impl Default for ServerConfig {
@@ -255,6 +267,7 @@ impl Default for ServerConfig {
             insecure_user_param: false,
             cors: CorsConfig::default(),
             limits: LimitsConfig::default(),
+            tls: None,
         }
     }
 }
@@ -442,9 +455,16 @@ impl Config {
             source,
         })?;
         let mut config = Config::parse(&text, file)?;
+        let base = file.parent().unwrap_or(Path::new(""));
         if config.log.path.is_relative() {
-            let base = file.parent().unwrap_or(Path::new(""));
             config.log.path = base.join(&config.log.path);
+        }
+        if let Some(tls) = &mut config.server.tls {
+            for p in [&mut tls.cert, &mut tls.key] {
+                if p.is_relative() {
+                    *p = base.join(&*p);
+                }
+            }
         }
         Ok(config)
     }

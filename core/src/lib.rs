@@ -31,4 +31,5 @@ pub mod publish;
 pub mod server;
 pub mod sse;
 pub mod stream;
+pub mod tls;
 pub mod topic;

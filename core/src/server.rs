@@ -28,6 +28,9 @@ pub enum ServerError {
     /// The log could not be flushed and closed.
     #[error("closing the log failed: {0}")]
     Log(#[from] crate::log::LogError),
+    /// `[server.tls]` could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, then shuts down
@@ -53,6 +56,10 @@ pub async fn run(
         .max_buf_size(8 * 1024);
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
+    let tls = match &cfg.tls {
+        Some(t) => Some(Arc::new(crate::tls::Tls::new(&t.cert, &t.key)?)),
+        None => None,
+    };
     let graceful = GracefulShutdown::new();
     let hard_stop = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -63,8 +70,12 @@ pub async fn run(
         app.clone(),
         stop_watch.clone(),
     ));
+    if let Some(t) = &tls {
+        t.clone().watch(stop_watch.clone());
+    }
     // After the reload watches (SIGHUP included) are set up.
-    tracing::info!("listening on http://{addr}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!("listening on {scheme}://{addr}");
 
     tokio::pin!(shutdown);
     loop {
@@ -77,16 +88,28 @@ pub async fn run(
                     let app = app.clone();
                     let builder = builder.clone();
                     let watcher = graceful.watcher();
+                    let tls = tls.clone();
+                    let handshake_timeout = cfg.header_timeout;
                     tracker.spawn(async move {
                         let kill = conn.kill.clone();
                         let svc = service_fn(move |req| http::handle(app.clone(), conn.clone(), req));
+                        let Some(tls) = tls else {
+                            let served = watcher.watch(builder.serve_connection(TokioIo::new(stream), svc));
+                            return finish(served, kill, peer).await;
+                        };
+                        let stream = match tokio::time::timeout(handshake_timeout, tls.acceptor().accept(stream)).await {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(err)) => {
+                                tracing::debug!(%peer, error = %err, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        };
                         let served = watcher.watch(builder.serve_connection(TokioIo::new(stream), svc));
-                        tokio::select! {
-                            result = served => if let Err(err) = result {
-                                tracing::debug!(%peer, error = %err, "connection ended with an error");
-                            },
-                            () = kill.cancelled() => tracing::debug!(%peer, "connection dropped"),
-                        }
+                        finish(served, kill, peer).await;
                     });
                 }
                 Err(err) => {
@@ -126,6 +149,20 @@ pub async fn run(
         .map_err(std::io::Error::other)??;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Drives one connection until it ends or is dropped.
+async fn finish<E: std::fmt::Display>(
+    served: impl Future<Output = Result<(), E>>,
+    kill: CancellationToken,
+    peer: std::net::SocketAddr,
+) {
+    tokio::select! {
+        result = served => if let Err(err) = result {
+            tracing::debug!(%peer, error = %err, "connection ended with an error");
+        },
+        () = kill.cancelled() => tracing::debug!(%peer, "connection dropped"),
+    }
 }
 
 /// The one timer for all connections: heartbeats, stuck-subscriber sweeps and
