@@ -51,6 +51,8 @@ pub struct App {
     pub metrics: PrometheusHandle,
     /// When the app was opened, for `/stats`.
     pub started: Instant,
+    /// Per-IP admission limits and the client-IP rule.
+    pub limits: crate::limits::Limits,
     /// Cluster mode: the nodes and connections seen in Redis.
     pub cluster: Option<Arc<crate::cluster::Presence>>,
     /// Stops background tasks tied to the app (cluster presence).
@@ -64,7 +66,10 @@ impl App {
     /// the plugins and pipeline the config declares.
     pub fn open(config: Config) -> Result<Arc<App>, OpenError> {
         let metrics = crate::metrics::install();
-        let hub = Hub::new(config.server.limits.max_connections, config.hub.queue);
+        let limits = &config.server.limits;
+        let hub = Hub::new(limits.max_connections, config.hub.queue)
+            .with_user_limit(limits.per_user_connections, limits.per_user_policy);
+        let limits = crate::limits::Limits::new(limits);
         let sink: Sink = {
             let hub = hub.clone();
             Arc::new(move |events| hub.fan_out(events))
@@ -94,6 +99,7 @@ impl App {
             sources: Mutex::new(tokio_util::sync::CancellationToken::new()),
             metrics,
             started: Instant::now(),
+            limits,
             cluster,
             stop,
             shutting_down: AtomicBool::new(false),

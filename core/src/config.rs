@@ -296,6 +296,30 @@ pub struct LimitsConfig {
     /// Most `topic` parameters one subscription may name.
     #[serde(deserialize_with = "positive_usize")]
     pub max_topics: usize,
+    /// Stream opens (SSE, Mercure, `/poll`) one client IP may make per
+    /// `per_ip_window`; more get 429 with `Retry-After`. 0 = unlimited.
+    pub per_ip_attempts: u32,
+    /// The window `per_ip_attempts` counts in.
+    #[serde(deserialize_with = "positive_duration")]
+    pub per_ip_window: Duration,
+    /// Concurrent streams one user (principal) may hold. 0 = unlimited.
+    pub per_user_connections: usize,
+    /// What a user's stream past `per_user_connections` does.
+    pub per_user_policy: UserPolicy,
+    /// Proxies whose `X-Forwarded-For` names the client (CIDRs). From
+    /// anyone else the header is ignored: the peer address is the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+/// What happens when a user opens one stream more than allowed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserPolicy {
+    /// The new stream is refused with 429.
+    #[default]
+    Refuse,
+    /// The user's oldest stream ends with `event: replaced`.
+    ReplaceOldest,
 }
 
 impl Default for LimitsConfig {
@@ -305,6 +329,11 @@ impl Default for LimitsConfig {
             max_event_bytes: ByteSize::kib(256),
             max_body_bytes: ByteSize::mib(16),
             max_topics: 100,
+            per_ip_attempts: 0,
+            per_ip_window: Duration::from_secs(10),
+            per_user_connections: 0,
+            per_user_policy: UserPolicy::Refuse,
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -16,6 +16,7 @@
 //! One ticker serves every connection: it queues heartbeats and closes
 //! connections that stayed lagged without even reading (see [`Hub::tick`]).
 
+use crate::config::UserPolicy;
 use crate::event::{now_ms, Event};
 use crate::mercure::Access;
 use crate::metrics::TopicMetrics;
@@ -51,6 +52,9 @@ pub enum HubError {
     /// The server is shutting down.
     #[error("the server is shutting down")]
     Closing,
+    /// The user already holds `per_user_connections` streams.
+    #[error("user already holds its maximum of {0} connections")]
+    UserFull(usize),
 }
 
 /// What a new subscription asks for.
@@ -103,9 +107,10 @@ pub struct Subscriber {
     pub auth: Option<Arc<PluginRequest>>,
     /// What a Mercure subscriber may receive.
     pub mercure: Option<Arc<Access>>,
-    /// Set when a reloaded pipeline no longer admits the subscriber: the
-    /// stream sends `event: revoked` with the reason and ends.
-    revoked: OnceLock<String>,
+    /// Set when the stream must end early: `(event name, reason)` —
+    /// `revoked` (a reloaded pipeline no longer admits it) or `replaced`
+    /// (its user opened one stream more than allowed).
+    ended: OnceLock<(&'static str, String)>,
 }
 
 impl Subscriber {
@@ -155,14 +160,18 @@ impl Subscriber {
 
     /// Ends the stream with `event: revoked` (the pipeline no longer admits it).
     pub fn revoke(&self, reason: String) {
-        if self.revoked.set(reason).is_ok() {
+        self.end("revoked", reason);
+    }
+
+    fn end(&self, event: &'static str, reason: String) {
+        if self.ended.set((event, reason)).is_ok() {
             let _ = self.tx.try_send(Item::Wake);
         }
     }
 
-    /// Why the subscriber was revoked, if it was.
-    pub fn revoked(&self) -> Option<&str> {
-        self.revoked.get().map(String::as_str)
+    /// The control event the stream must end with, and why, if any.
+    pub fn ended(&self) -> Option<(&'static str, &str)> {
+        self.ended.get().map(|(e, r)| (*e, r.as_str()))
     }
 }
 
@@ -196,7 +205,8 @@ struct Routes {
     all: HashMap<u64, Arc<Subscriber>>,
     /// Mercure subscribers: every event is matched against their selectors.
     mercure: HashMap<u64, Arc<Subscriber>>,
-    users: HashMap<Box<str>, usize>,
+    /// Each user's subscribers, oldest first.
+    users: HashMap<Box<str>, Vec<u64>>,
 }
 
 /// Live counts for `/stats`.
@@ -223,6 +233,9 @@ struct Inner {
     peak: AtomicUsize,
     max_connections: usize,
     queue: usize,
+    /// Streams one user may hold (0 = unlimited), and what happens past it.
+    per_user: (usize, UserPolicy),
+    replaced: Counter,
     closing: AtomicBool,
     topics: Mutex<TopicMetrics>,
     connections: Gauge,
@@ -249,6 +262,8 @@ impl Hub {
                 peak: AtomicUsize::new(0),
                 max_connections,
                 queue,
+                per_user: (0, UserPolicy::Refuse),
+                replaced: metrics::counter!("spout_limit_rejections_total", "limit" => "per_user_replaced"),
                 closing: AtomicBool::new(false),
                 topics: Mutex::new(TopicMetrics::default()),
                 connections: metrics::gauge!("spout_connections"),
@@ -259,11 +274,45 @@ impl Hub {
         }
     }
 
+    /// Limits the streams one user may hold at once (0 = unlimited).
+    pub fn with_user_limit(mut self, max: usize, policy: UserPolicy) -> Hub {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.per_user = (max, policy);
+        }
+        self
+    }
+
     /// Registers a subscriber; events committed from now on are queued for it.
     pub fn subscribe(&self, spec: SubscribeSpec) -> Result<Subscription, HubError> {
         let inner = &self.inner;
         if inner.closing.load(Ordering::Acquire) {
             return Err(HubError::Closing);
+        }
+        let (per_user, policy) = inner.per_user;
+        if let (Some(user), true) = (&spec.user, per_user > 0) {
+            let routes = read(&inner.routes);
+            if let Some(keys) = routes.users.get(user.as_str()) {
+                if keys.len() >= per_user {
+                    match policy {
+                        UserPolicy::Refuse => return Err(HubError::UserFull(per_user)),
+                        UserPolicy::ReplaceOldest => {
+                            // The oldest streams end; they leave the hub when
+                            // their connections close.
+                            for key in &keys[..=keys.len() - per_user] {
+                                if let Some(old) = routes.all.get(key) {
+                                    if old.ended().is_none() {
+                                        inner.replaced.increment(1);
+                                    }
+                                    old.end(
+                                        "replaced",
+                                        format!("user `{user}` opened a newer connection"),
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+            }
         }
         let n = inner.count.fetch_add(1, Ordering::AcqRel) + 1;
         if n > inner.max_connections {
@@ -288,7 +337,7 @@ impl Hub {
             filter: spec.filter,
             auth: spec.auth,
             mercure: spec.mercure,
-            revoked: OnceLock::new(),
+            ended: OnceLock::new(),
         });
         {
             let mut routes = write(&inner.routes);
@@ -308,7 +357,7 @@ impl Hub {
                 }
             }
             if let Some(user) = &subscriber.user {
-                *routes.users.entry(user.clone()).or_default() += 1;
+                routes.users.entry(user.clone()).or_default().push(key);
             }
             if subscriber.mercure.is_some() {
                 routes.mercure.insert(key, subscriber.clone());
@@ -350,9 +399,9 @@ impl Hub {
                 }
             }
             if let Some(user) = &sub.user {
-                if let Some(n) = routes.users.get_mut(user) {
-                    *n -= 1;
-                    if *n == 0 {
+                if let Some(keys) = routes.users.get_mut(user) {
+                    keys.retain(|k| *k != sub.key);
+                    if keys.is_empty() {
                         routes.users.remove(user);
                     }
                 }

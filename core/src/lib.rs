@@ -22,6 +22,7 @@ pub mod config;
 pub mod event;
 pub mod http;
 pub mod hub;
+pub mod limits;
 pub mod log;
 pub mod mercure;
 pub mod metrics;

@@ -174,6 +174,7 @@ async fn tick(app: Arc<App>) {
     loop {
         interval.tick().await;
         app.hub.tick(app.config.hub.catchup_timeout * 2);
+        app.limits.sweep();
         app.metrics.run_upkeep();
     }
 }

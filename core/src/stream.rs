@@ -202,9 +202,9 @@ impl Body for EventStream {
             if let Some(prelude) = this.prelude.take() {
                 return Poll::Ready(Some(Ok(Frame::data(prelude))));
             }
-            if let Some(reason) = this.sub.subscriber.revoked() {
+            if let Some((event, reason)) = this.sub.subscriber.ended() {
                 let frame = sse::control_frame(
-                    "revoked",
+                    event,
                     &serde_json::json!({ "reason": reason, "last_id": this.cursor }),
                 );
                 return this.finish(frame);

@@ -353,7 +353,7 @@ impl Sse {
 pub fn is_control(kind: &str) -> bool {
     matches!(
         kind,
-        "connected" | "reset" | "shutdown" | "overflow" | "revoked"
+        "connected" | "reset" | "shutdown" | "overflow" | "revoked" | "replaced"
     )
 }
 

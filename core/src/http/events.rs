@@ -89,6 +89,15 @@ pub async fn subscribe<B>(
                 "shutting_down",
                 e.to_string(),
             ),
+            HubError::UserFull(_) => {
+                metrics::counter!("spout_limit_rejections_total", "limit" => "per_user")
+                    .increment(1);
+                ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_user_connections",
+                    e.to_string(),
+                )
+            }
         })?;
     let head = app.log.head();
 

@@ -48,6 +48,8 @@ pub struct ApiError {
     pub error: &'static str,
     /// Human-readable explanation.
     pub detail: String,
+    /// Seconds for a `Retry-After` header (429, 503).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -57,7 +59,14 @@ impl ApiError {
             status,
             error,
             detail: detail.into(),
+            retry_after: None,
         }
+    }
+
+    /// Adds a `Retry-After: secs` header.
+    pub fn retry_after(mut self, secs: u64) -> ApiError {
+        self.retry_after = Some(secs);
+        self
     }
 
     /// A 400 Bad Request.
@@ -74,13 +83,18 @@ impl ApiError {
             error: &'a str,
             detail: &'a str,
         }
-        json_response(
+        let mut resp = json_response(
             self.status,
             &ErrorBody {
                 error: self.error,
                 detail: &self.detail,
             },
-        )
+        );
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        resp
     }
 }
 
@@ -229,6 +243,8 @@ pub async fn admit<B>(
     selectors: &[Selector],
 ) -> Result<Admitted, ApiError> {
     use crate::pipeline::auth;
+    app.limits
+        .check_ip(app.limits.client_ip(peer, req.headers()))?;
     match &route.auth {
         Some(plugin) => {
             let preq = auth::plugin_request(req, query, peer);

@@ -80,6 +80,7 @@ pub fn stats(app: &App) -> Response<Body> {
             "topics": hub.topics,
             "mercure_subscribers": hub.mercure,
             "cluster": app.cluster.as_ref().map(|c| c.to_json()),
+            "limits": app.limits.to_json(),
             "log": {
                 "first_id": first_id,
                 "last_id": log.head(),

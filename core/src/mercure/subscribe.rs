@@ -57,6 +57,8 @@ pub async fn subscribe<B>(
             "no Mercure hub",
         ));
     };
+    app.limits
+        .check_ip(app.limits.client_ip(conn.peer, req.headers()))?;
     let query = query_pairs(req);
     let max = app.config.server.limits.max_topics;
     let topics: Vec<String> = query
@@ -132,12 +134,22 @@ pub async fn subscribe<B>(
             auth: None,
             mercure: Some(access.clone()),
         })
-        .map_err(|e| {
-            let code = match e {
-                HubError::Full(_) => "too_many_connections",
-                HubError::Closing => "shutting_down",
-            };
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, e.to_string())
+        .map_err(|e| match e {
+            HubError::Full(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too_many_connections",
+                e.to_string(),
+            ),
+            HubError::Closing => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                e.to_string(),
+            ),
+            HubError::UserFull(_) => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_user_connections",
+                e.to_string(),
+            ),
         })?;
     let head = app.log.head();
     let last_id = if head == 0 {
