@@ -422,3 +422,40 @@ fn the_example_demo_moves_a_client_between_nodes() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn a_ticket_issued_by_one_node_opens_a_stream_on_another_once() {
+    let prefix = Prefix::new("tickets");
+    let text = |node: &str| {
+        format!(
+            "[plugins.gate]\nuse = \"{}\"\nconfig = {{ max_disconnects = 1000 }}\n\n[[stream]]\npath = \"/events\"\nauth = \"gate\"\n\n[cluster]\nbackend = \"redis\"\nurl = \"{}\"\nprefix = \"{}\"\nnode_id = \"{node}\"\n",
+            test_wasm("gate"),
+            redis_url(),
+            prefix.0
+        )
+    };
+    let n1 = Server::start_toml(&text("n1")).await;
+    let n2 = Server::start_toml(&text("n2")).await;
+    wait_ready(n1.addr, StatusCode::OK).await;
+    wait_ready(n2.addr, StatusCode::OK).await;
+    let resp = request(n1.addr, Method::POST, "/tickets", &[], "").await;
+    let (status, _, body) = body_bytes(resp).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let ticket = serde_json::from_slice::<Value>(&body).unwrap()["ticket"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("/events?topic=a&ticket={ticket}");
+    let mut s = n2.sse(&path, &[]).await;
+    assert_eq!(s.status, StatusCode::OK);
+    s.connected().await;
+    let resp = request(n1.addr, Method::GET, &path, &[], "").await;
+    assert_eq!(
+        resp.status(),
+        StatusCode::UNAUTHORIZED,
+        "a ticket works once, cluster-wide"
+    );
+    drop(s);
+    n1.stop().await;
+    n2.stop().await;
+}

@@ -771,3 +771,75 @@ async fn jwt_auth_accepts_rs256_tokens_signed_by_the_configured_key() {
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn one_time_tickets_open_a_stream_once() {
+    let server = Server::start_toml(&jwt_config()).await;
+    let addr = server.addr;
+    let token =
+        jwt(json!({"sub": "alice", "topics": ["orders/*"], "aud": "spout", "exp": now() + 600}));
+    let bearer = format!("Bearer {token}");
+    let resp = request(
+        addr,
+        http::Method::POST,
+        "/tickets",
+        &[("authorization", &bearer)],
+        "",
+    )
+    .await;
+    let (status, _, body) = body_bytes(resp).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    let ticket = body["ticket"].as_str().unwrap().to_owned();
+    assert_eq!(ticket.len(), 64);
+    assert_eq!(body["path"], "/events");
+    assert_eq!(body["expires_in"], 30);
+
+    // The ticket stands for alice: no header needed, her private events arrive.
+    let mut s = server
+        .sse(&format!("/events?topic=orders/1&ticket={ticket}"), &[])
+        .await;
+    assert_eq!(s.status, StatusCode::OK);
+    s.connected().await;
+    server
+        .publish(json!([
+            {"topic": "orders/1", "data": "for alice", "to": "alice"},
+            {"topic": "orders/1", "data": "for bob", "to": "bob"}
+        ]))
+        .await;
+    assert_eq!(s.data(1).await, ["for alice"]);
+
+    // Used once: a second use, a made-up ticket and a topic outside the
+    // principal's grant are refused.
+    let (status, body) = server
+        .get_json(&format!("/events?topic=orders/1&ticket={ticket}"))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["error"], "invalid_ticket");
+    let (status, _) = server
+        .get_json(&format!("/events?topic=orders/1&ticket={}", "a".repeat(64)))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let resp = request(
+        addr,
+        http::Method::POST,
+        "/tickets",
+        &[("authorization", &bearer)],
+        "",
+    )
+    .await;
+    let (_, _, body) = body_bytes(resp).await;
+    let other = serde_json::from_slice::<Value>(&body).unwrap()["ticket"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, _) = server
+        .get_json(&format!("/events?topic=billing&ticket={other}"))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // No credentials, no ticket; a route without auth needs none.
+    let resp = request(addr, http::Method::POST, "/tickets", &[], "").await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    server.stop().await;
+}

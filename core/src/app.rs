@@ -51,6 +51,8 @@ pub struct App {
     pub metrics: PrometheusHandle,
     /// When the app was opened, for `/stats`.
     pub started: Instant,
+    /// One-time tickets (`POST /tickets`).
+    pub tickets: crate::tickets::TicketStore,
     /// Per-IP admission limits and the client-IP rule.
     pub limits: crate::limits::Limits,
     /// Cluster mode: the nodes and connections seen in Redis.
@@ -84,6 +86,12 @@ impl App {
         if !pipeline.plugins.is_empty() {
             tracing::info!(plugins = pipeline.plugins.len(), elapsed = ?started.elapsed(), "pipeline ready");
         }
+        let tickets = match log.remote() {
+            Some(r) => crate::tickets::TicketStore::Shared(r.clone()),
+            None => crate::tickets::TicketStore::Local(
+                log.db().open_tree("tickets").map_err(LogError::from)?,
+            ),
+        };
         let stop = tokio_util::sync::CancellationToken::new();
         let cluster = log
             .remote()
@@ -100,6 +108,7 @@ impl App {
             metrics,
             started: Instant::now(),
             limits,
+            tickets,
             cluster,
             stop,
             shutting_down: AtomicBool::new(false),

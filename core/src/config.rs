@@ -243,6 +243,9 @@ pub struct ServerConfig {
     pub limits: LimitsConfig,
     /// `[server.tls]`: serve HTTPS (HTTP/2 and HTTP/1.1 by ALPN).
     pub tls: Option<TlsConfig>,
+    /// How long a ticket from `POST /tickets` stays valid (one use).
+    #[serde(deserialize_with = "positive_duration")]
+    pub ticket_ttl: Duration,
 }
 
 /// `[server.tls]`: certificate and key files (PEM), reloaded when they change.
@@ -268,6 +271,7 @@ impl Default for ServerConfig {
             cors: CorsConfig::default(),
             limits: LimitsConfig::default(),
             tls: None,
+            ticket_ttl: Duration::from_secs(30),
         }
     }
 }

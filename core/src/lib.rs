@@ -32,5 +32,6 @@ pub mod publish;
 pub mod server;
 pub mod sse;
 pub mod stream;
+pub mod tickets;
 pub mod tls;
 pub mod topic;

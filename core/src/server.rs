@@ -175,6 +175,11 @@ async fn tick(app: Arc<App>) {
         interval.tick().await;
         app.hub.tick(app.config.hub.catchup_timeout * 2);
         app.limits.sweep();
+        let swept = app.clone();
+        // sled reads block: off the async workers.
+        drop(tokio::task::spawn_blocking(move || {
+            swept.tickets.sweep(crate::event::now_ms())
+        }));
         app.metrics.run_upkeep();
     }
 }

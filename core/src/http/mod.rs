@@ -14,6 +14,7 @@ pub mod events;
 pub mod ops;
 pub mod poll;
 pub mod publish;
+pub mod tickets;
 
 use crate::app::App;
 use crate::stream::EventStream;
@@ -167,13 +168,14 @@ where
     }
     match (req.method(), path) {
         (&Method::POST, "/publish") => Box::pin(publish::publish(app, conn, req)).await,
+        (&Method::POST, "/tickets") => Box::pin(tickets::issue(app, conn, req)).await,
         (&Method::GET, "/poll") => Box::pin(poll::poll(app, conn, &req)).await,
         (&Method::GET, "/metrics") => Ok(ops::metrics(app)),
         (&Method::GET, "/healthz") => Ok(ops::healthz()),
         (&Method::GET, "/readyz") => Ok(ops::readyz(app)),
         (&Method::GET, "/stats") => Ok(ops::stats(app)),
         (&Method::GET, "/") => Ok(ops::console()),
-        (_, "/publish" | "/poll" | "/metrics" | "/healthz" | "/readyz" | "/stats") => {
+        (_, "/publish" | "/tickets" | "/poll" | "/metrics" | "/healthz" | "/readyz" | "/stats") => {
             Err(ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
@@ -235,7 +237,7 @@ pub struct Admitted {
 /// what it grants (401/403 from the plugin, 403 for topics, 503 if the
 /// plugin fails). Without auth, `?user=` applies as before.
 pub async fn admit<B>(
-    app: &App,
+    app: &Arc<App>,
     peer: SocketAddr,
     req: &Request<B>,
     query: &[(String, String)],
@@ -245,7 +247,27 @@ pub async fn admit<B>(
     use crate::pipeline::auth;
     app.limits
         .check_ip(app.limits.client_ip(peer, req.headers()))?;
+    let ticket = query.iter().find(|(k, _)| k == "ticket");
     match &route.auth {
+        Some(_) if ticket.is_some() => {
+            let id = ticket.map_or("", |(_, v)| v.as_str());
+            let t = tickets::redeem(app, id, &route.path).await?;
+            let who = auth::Authorized {
+                user: t.user,
+                claims: t.claims,
+                allowed: t
+                    .allowed
+                    .iter()
+                    .filter_map(|s| Selector::parse(s).ok())
+                    .collect(),
+            };
+            auth::check_topics(&who, selectors, "subscribe to")?;
+            Ok(Admitted {
+                user: Some(who.user),
+                claims: who.claims,
+                auth_request: Some(Arc::new(t.request.into())),
+            })
+        }
         Some(plugin) => {
             let preq = auth::plugin_request(req, query, peer);
             let (who, preq) = auth::authenticate_async(plugin, preq).await?;

@@ -262,6 +262,23 @@ impl RedisLog {
         })
     }
 
+    /// Sets `key` to `value` expiring after `secs` (tickets).
+    pub fn kv_set_ex(&self, key: &str, value: &[u8], secs: u64) -> Result<(), LogError> {
+        self.with_sync(|c| {
+            redis::cmd("SET")
+                .arg(key)
+                .arg(value)
+                .arg("EX")
+                .arg(secs)
+                .query(c)
+        })
+    }
+
+    /// Gets and deletes `key` in one step (`GETDEL`): a ticket works once.
+    pub fn kv_take(&self, key: &str) -> Result<Option<Vec<u8>>, LogError> {
+        self.with_sync(|c| redis::cmd("GETDEL").arg(key).query(c))
+    }
+
     fn with_sync<T>(
         &self,
         f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,

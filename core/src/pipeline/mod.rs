@@ -21,7 +21,7 @@ pub const DEFAULT_STREAM: &str = "/events";
 
 /// Paths stream routes may not take.
 const RESERVED: &[&str] = &[
-    "/", "/publish", "/poll", "/metrics", "/healthz", "/readyz", "/stats",
+    "/", "/publish", "/tickets", "/poll", "/metrics", "/healthz", "/readyz", "/stats",
 ];
 
 /// A filter in a route, with what its failure means.
