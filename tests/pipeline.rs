@@ -838,8 +838,64 @@ async fn one_time_tickets_open_a_stream_once() {
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 
-    // No credentials, no ticket; a route without auth needs none.
+    // No credentials, no ticket.
     let resp = request(addr, http::Method::POST, "/tickets", &[], "").await;
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn topic_changes_are_authorized_by_the_routes_auth_plugin() {
+    let server = Server::start_toml(&jwt_config()).await;
+    let addr = server.addr;
+    let alice =
+        jwt(json!({"sub": "alice", "topics": ["orders/*"], "aud": "spout", "exp": now() + 600}));
+    let bob = jwt(json!({"sub": "bob", "topics": ["**"], "aud": "spout", "exp": now() + 600}));
+    let mut s = server
+        .sse(
+            "/events?topic=orders/1",
+            &[("authorization", &format!("Bearer {alice}"))],
+        )
+        .await;
+    let id = s.connected().await["connection"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let change = |token: String, body: Value| {
+        let id = id.clone();
+        async move {
+            let auth = format!("Bearer {token}");
+            let resp = request(
+                addr,
+                http::Method::POST,
+                &format!("/connections/{id}/topics"),
+                &[
+                    ("authorization", &auth),
+                    ("content-type", "application/json"),
+                ],
+                body.to_string(),
+            )
+            .await;
+            resp.status()
+        }
+    };
+    // Her own token: within her grant yes, outside it 403.
+    assert_eq!(
+        change(alice.clone(), json!({"add": ["orders/2"]})).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        change(alice.clone(), json!({"add": ["billing"]})).await,
+        StatusCode::FORBIDDEN
+    );
+    // Someone else's valid token: 403.
+    assert_eq!(
+        change(bob, json!({"add": ["orders/3"]})).await,
+        StatusCode::FORBIDDEN
+    );
+    server
+        .publish(json!({"topic": "orders/2", "data": "added"}))
+        .await;
+    assert_eq!(s.data(1).await, ["added"]);
     server.stop().await;
 }

@@ -74,3 +74,90 @@ async fn user_param_is_refused_unless_enabled() {
     assert_eq!(body["error"], "user_param_disabled");
     server.stop().await;
 }
+
+/// `POST /connections/{id}/topics` with a JSON body.
+async fn change_topics(
+    addr: std::net::SocketAddr,
+    id: &str,
+    body: serde_json::Value,
+    extra: &str,
+) -> (StatusCode, serde_json::Value) {
+    let resp = request(
+        addr,
+        http::Method::POST,
+        &format!("/connections/{id}/topics{extra}"),
+        &[("content-type", "application/json")],
+        body.to_string(),
+    )
+    .await;
+    let (status, _, bytes) = body_bytes(resp).await;
+    (status, serde_json::from_slice(&bytes).unwrap_or_default())
+}
+
+#[tokio::test]
+async fn an_open_stream_changes_topics_live() {
+    let server = Server::start(|c| c.server.insecure_user_param = true).await;
+    let mut s = server.sse("/events?topic=a&user=ann", &[]).await;
+    let id = s.connected().await["connection"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, body) = change_topics(
+        server.addr,
+        &id,
+        serde_json::json!({ "add": ["b/*"], "remove": ["a"] }),
+        "?user=ann",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["topics"], serde_json::json!(["b/*"]));
+    server
+        .publish(serde_json::json!([
+            { "topic": "a", "data": "old topic" },
+            { "topic": "b/1", "data": "new topic" }
+        ]))
+        .await;
+    assert_eq!(s.data(1).await, ["new topic"]);
+
+    // Another user, an unknown id, an empty result: refused.
+    let (status, _) = change_topics(
+        server.addr,
+        &id,
+        serde_json::json!({ "add": ["c"] }),
+        "?user=bob",
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, body) = change_topics(
+        server.addr,
+        "nope-1-0",
+        serde_json::json!({ "add": ["c"] }),
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"], "unknown_connection");
+    let (status, body) = change_topics(
+        server.addr,
+        &id,
+        serde_json::json!({ "remove": ["b/*"] }),
+        "?user=ann",
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"], "invalid_topics");
+    let (status, _) = change_topics(
+        server.addr,
+        &id,
+        serde_json::json!({ "add": ["bad topic"] }),
+        "?user=ann",
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    // The stream still follows b/* only.
+    server
+        .publish(serde_json::json!({ "topic": "b/2", "data": "still here" }))
+        .await;
+    assert_eq!(s.data(1).await, ["still here"]);
+    server.stop().await;
+}

@@ -85,8 +85,11 @@ pub struct Subscriber {
     pub conn_id: Arc<str>,
     /// The user events with `to` are matched against.
     pub user: Option<Box<str>>,
-    /// What this subscriber receives.
-    pub selectors: Vec<Selector>,
+    /// What this subscriber receives; `POST /connections/{id}/topics`
+    /// changes it (under the hub's routes lock, which is taken first).
+    selectors: RwLock<Vec<Selector>>,
+    /// Whether it has more than one selector (read on every offer).
+    multi: AtomicBool,
     key: u64,
     tx: mpsc::Sender<Item>,
     /// Set by the hub when an event could not be queued; cleared by the stream
@@ -123,7 +126,7 @@ impl Subscriber {
         if !visible {
             return false;
         }
-        if self.selectors.len() > 1 {
+        if self.multi.load(Ordering::Relaxed) {
             if ev.id <= self.last_offered.load(Ordering::Relaxed) {
                 return false;
             }
@@ -140,6 +143,14 @@ impl Subscriber {
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
+    }
+
+    /// Its topic selectors right now.
+    pub fn selectors(&self) -> Vec<Selector> {
+        self.selectors
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Takes the lagged flag: true means events were dropped from the queue
@@ -207,6 +218,41 @@ struct Routes {
     mercure: HashMap<u64, Arc<Subscriber>>,
     /// Each user's subscribers, oldest first.
     users: HashMap<Box<str>, Vec<u64>>,
+}
+
+impl Routes {
+    fn add(&mut self, sel: &Selector, sub: &Arc<Subscriber>) {
+        match sel {
+            Selector::Exact(t) => self.exact.entry(t.clone()).or_default().push(sub.clone()),
+            Selector::Pattern(p) => self
+                .patterns
+                .entry(p.text().clone())
+                .or_insert_with(|| (p.clone(), Vec::new()))
+                .1
+                .push(sub.clone()),
+        }
+    }
+
+    fn drop_selector(&mut self, sel: &Selector, key: u64) {
+        match sel {
+            Selector::Exact(t) => {
+                if let Some(list) = self.exact.get_mut(t) {
+                    list.retain(|s| s.key != key);
+                    if list.is_empty() {
+                        self.exact.remove(t);
+                    }
+                }
+            }
+            Selector::Pattern(p) => {
+                if let Some((_, list)) = self.patterns.get_mut(p.text()) {
+                    list.retain(|s| s.key != key);
+                    if list.is_empty() {
+                        self.patterns.remove(p.text());
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Live counts for `/stats`.
@@ -323,9 +369,17 @@ impl Hub {
         let key = inner.next_key.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(inner.queue);
         let subscriber = Arc::new(Subscriber {
-            conn_id: format!("{}-{key:x}", inner.conn_prefix).into(),
+            // The random tail makes ids unguessable: an id is what
+            // `POST /connections/{id}/topics` acts on.
+            conn_id: format!(
+                "{}-{key:x}-{:016x}",
+                inner.conn_prefix,
+                uuid::Uuid::new_v4().as_u64_pair().0
+            )
+            .into(),
             user: spec.user.map(String::into_boxed_str),
-            selectors: spec.selectors,
+            multi: AtomicBool::new(spec.selectors.len() > 1),
+            selectors: RwLock::new(spec.selectors),
             key,
             tx,
             lagged: AtomicBool::new(false),
@@ -341,20 +395,8 @@ impl Hub {
         });
         {
             let mut routes = write(&inner.routes);
-            for sel in &subscriber.selectors {
-                match sel {
-                    Selector::Exact(t) => routes
-                        .exact
-                        .entry(t.clone())
-                        .or_default()
-                        .push(subscriber.clone()),
-                    Selector::Pattern(p) => routes
-                        .patterns
-                        .entry(p.text().clone())
-                        .or_insert_with(|| (p.clone(), Vec::new()))
-                        .1
-                        .push(subscriber.clone()),
-                }
+            for sel in subscriber.selectors().iter() {
+                routes.add(sel, &subscriber);
             }
             if let Some(user) = &subscriber.user {
                 routes.users.entry(user.clone()).or_default().push(key);
@@ -378,25 +420,8 @@ impl Hub {
         let inner = &self.inner;
         {
             let mut routes = write(&inner.routes);
-            for sel in &sub.selectors {
-                match sel {
-                    Selector::Exact(t) => {
-                        if let Some(list) = routes.exact.get_mut(t) {
-                            list.retain(|s| s.key != sub.key);
-                            if list.is_empty() {
-                                routes.exact.remove(t);
-                            }
-                        }
-                    }
-                    Selector::Pattern(p) => {
-                        if let Some((_, list)) = routes.patterns.get_mut(p.text()) {
-                            list.retain(|s| s.key != sub.key);
-                            if list.is_empty() {
-                                routes.patterns.remove(p.text());
-                            }
-                        }
-                    }
-                }
+            for sel in sub.selectors().iter() {
+                routes.drop_selector(sel, sub.key);
             }
             if let Some(user) = &sub.user {
                 if let Some(keys) = routes.users.get_mut(user) {
@@ -447,6 +472,46 @@ impl Hub {
             m.published.increment(1);
             m.delivered.increment(delivered);
         }
+    }
+
+    /// The open subscriber with connection id `conn_id`.
+    pub fn find(&self, conn_id: &str) -> Option<Arc<Subscriber>> {
+        let key = conn_id
+            .rsplit('-')
+            .nth(1)
+            .and_then(|k| u64::from_str_radix(k, 16).ok())?;
+        let routes = read(&self.inner.routes);
+        routes
+            .all
+            .get(&key)
+            .filter(|s| &*s.conn_id == conn_id)
+            .cloned()
+    }
+
+    /// Adds and removes selectors of a live subscriber; events committed
+    /// from now on follow the new list, which is returned.
+    pub fn change_topics(
+        &self,
+        sub: &Arc<Subscriber>,
+        add: &[Selector],
+        remove: &[Selector],
+    ) -> Vec<Selector> {
+        let mut routes = write(&self.inner.routes);
+        let mut sels = sub.selectors.write().unwrap_or_else(|e| e.into_inner());
+        for sel in remove {
+            if let Some(i) = sels.iter().position(|s| s == sel) {
+                sels.remove(i);
+                routes.drop_selector(sel, sub.key);
+            }
+        }
+        for sel in add {
+            if !sels.contains(sel) {
+                sels.push(sel.clone());
+                routes.add(sel, sub);
+            }
+        }
+        sub.multi.store(sels.len() > 1, Ordering::Relaxed);
+        sels.clone()
     }
 
     /// Every open Mercure subscriber (for the subscriptions API).
@@ -531,10 +596,11 @@ impl Verdicts {
                 // The route's filters were removed by a reload.
                 return vec![true; events.len()];
             }
+            let selectors = s.selectors();
             let mut batch = BatchBuilder::default();
             let mut index = Vec::new();
             for (j, e) in events.iter().enumerate() {
-                if any_matches(&s.selectors, &e.topic) && e.visible_to(s.user.as_deref()) {
+                if any_matches(&selectors, &e.topic) && e.visible_to(s.user.as_deref()) {
                     batch.push_event(e);
                     index.push(j);
                 }

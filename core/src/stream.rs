@@ -141,6 +141,7 @@ impl EventStream {
             let mut events = 0u64;
             let user = sub.user.as_deref();
             let filter = sub.filter.as_ref().filter(|g| g.is_active());
+            let selectors = sub.selectors();
             // With filters, frames are rendered one by one, then the group's
             // filters decide over the chunk which of them are written.
             let mut batch = BatchBuilder::default();
@@ -148,7 +149,7 @@ impl EventStream {
             let cursor = log.scan(after, target, CATCHUP_SCAN, |id, view| {
                 let wanted = match &sub.mercure {
                     Some(access) => access.admits_view(&view, user),
-                    None => any_matches(&sub.selectors, view.topic) && view.visible_to(user),
+                    None => any_matches(&selectors, view.topic) && view.visible_to(user),
                 };
                 if wanted {
                     let data: DataRef<'_> = view

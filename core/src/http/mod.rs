@@ -7,8 +7,10 @@
 //! | `GET /poll` | [`poll`]: JSON pages for clients without SSE |
 //! | `GET /metrics`, `/healthz`, `/readyz`, `/stats` | [`ops`] |
 //! | `GET /` | [`ops::console`]: the built-in live console page |
+//! | `POST /connections/{id}/topics` | [`connections`]: change an open stream's topics |
 //! | `/.well-known/mercure[/subscriptions…]` | [`crate::mercure`]: the Mercure protocol |
 
+pub mod connections;
 pub mod cors;
 pub mod events;
 pub mod ops;
@@ -162,6 +164,17 @@ where
             "method_not_allowed",
             format!("{} is not allowed on {path}", req.method()),
         ));
+    }
+    if let Some(id) = connections::connection_id(path) {
+        if req.method() != Method::POST {
+            return Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{} is not allowed on {path}", req.method()),
+            ));
+        }
+        let id = id.to_owned();
+        return Box::pin(connections::change(app, conn, req, &id)).await;
     }
     if crate::mercure::is_mercure_path(path) {
         return Box::pin(crate::mercure::route(app, conn, req)).await;

@@ -184,7 +184,10 @@ impl Pipeline {
                     format!("{route}: a path starts with `/` and has no query"),
                 ));
             }
-            if RESERVED.contains(&path.as_str()) || path.starts_with("/.well-known/") {
+            if RESERVED.contains(&path.as_str())
+                || path.starts_with("/.well-known/")
+                || path.starts_with("/connections/")
+            {
                 return Err(origin.error(
                     r.path.span(),
                     format!("stream[{i}].path"),

@@ -114,7 +114,7 @@ fn reevaluate(app: &App, pipeline: &Pipeline) -> usize {
                                 "the credentials now belong to another user",
                             ));
                         }
-                        check_topics(&who, &sub.selectors, "subscribe to")
+                        check_topics(&who, &sub.selectors(), "subscribe to")
                     })
                     .map_err(|e| e.detail),
             },
