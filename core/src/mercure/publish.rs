@@ -30,13 +30,31 @@ pub struct Update {
     pub retry: Option<u32>,
 }
 
+/// Decodes one form component (`+` is a space, `%XX` a byte); bytes that are
+/// not UTF-8 are an error, not replaced, so nothing is stored altered.
+fn form_decode(raw: &[u8]) -> Result<String, ApiError> {
+    let plus: Vec<u8> = raw
+        .iter()
+        .map(|&b| if b == b'+' { b' ' } else { b })
+        .collect();
+    let bytes: Vec<u8> = percent_encoding::percent_decode(&plus).collect();
+    String::from_utf8(bytes)
+        .map_err(|_| ApiError::bad_request("invalid_utf8", "a form field is not valid UTF-8"))
+}
+
 /// Parses and validates an `application/x-www-form-urlencoded` update.
 pub fn parse_form(body: &[u8], max_topics: usize, max_data: usize) -> Result<Update, ApiError> {
     let mut u = Update::default();
     let bad = |field: &str, problem: &str| {
         ApiError::bad_request("invalid_field", format!("field `{field}` {problem}"))
     };
-    for (k, v) in url::form_urlencoded::parse(body) {
+    for pair in body.split(|&b| b == b'&').filter(|p| !p.is_empty()) {
+        let mut kv = pair.splitn(2, |&b| b == b'=');
+        let (k, v) = (
+            form_decode(kv.next().unwrap_or_default())?,
+            form_decode(kv.next().unwrap_or_default())?,
+        );
+        let v = std::borrow::Cow::Owned::<str>(v);
         match &*k {
             "topic" => {
                 if u.topics.len() == max_topics {
@@ -241,5 +259,6 @@ mod tests {
         assert_eq!(code(b"topic=a&type=x%0Ay"), "invalid_field");
         assert_eq!(code(b"topic=a&retry=soon"), "invalid_field");
         assert_eq!(code(b"topic=a&data=01234567890"), "event_too_large");
+        assert_eq!(code(b"topic=a&data=%FF%FE"), "invalid_utf8");
     }
 }
