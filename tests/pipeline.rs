@@ -661,6 +661,27 @@ async fn publish_transforms_rewrite_events_before_the_log() {
     let (_, page) = server.get_json("/poll?topic=audit/**").await;
     assert_eq!(page["events"][0]["topic"], "audit/orders/1");
     assert!(!String::from_utf8_lossy(&s.raw).contains("secret"));
+
+    // A transform may refuse the whole request: nothing of it is stored.
+    let (status, body) = post(
+        server.addr,
+        "/publish",
+        "application/json",
+        json!([
+            {"topic": "orders/2", "data": "fine"},
+            {"topic": "orders/2", "type": "forbidden", "data": "no"}
+        ])
+        .to_string(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["error"], "rejected_by_transform");
+    assert_eq!(
+        body["detail"],
+        "events of type forbidden are refused (orders/2)"
+    );
+    let (_, page) = server.get_json("/poll?topic=orders/2").await;
+    assert_eq!(page["events"], json!([]));
     server.stop().await;
 }
 

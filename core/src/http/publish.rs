@@ -158,13 +158,23 @@ fn transform(
             e.to.as_deref(),
         );
     }
-    let out = plugin.apply(batch.batch()).map_err(|e| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "transform_failed",
-            e.to_string(),
-        )
-    })?;
+    let out = plugin
+        .apply(batch.batch())
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "transform_failed",
+                e.to_string(),
+            )
+        })?
+        .map_err(|d| {
+            // A refusal: the plugin's status if it is a client error, else 422.
+            let status = StatusCode::from_u16(d.status)
+                .ok()
+                .filter(StatusCode::is_client_error)
+                .unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
+            ApiError::new(status, "rejected_by_transform", d.reason)
+        })?;
     let same_shape = out.len() == events.len();
     out.into_iter()
         .enumerate()

@@ -688,14 +688,16 @@ impl Plugin {
     }
 
     /// `transform`: the events to store instead of `events`.
-    pub fn apply(&self, events: &Batch) -> Result<Vec<wire::Returned>, CallError> {
+    pub fn apply(&self, events: &Batch) -> Result<Result<Vec<wire::Returned>, Denial>, CallError> {
         self.call("apply", |inst| {
             let Exports::Transform(x) = &inst.exports else {
                 return Err(self.wrong_kind(Kind::Transform));
             };
             let r = x.call_apply(&mut inst.store, events);
-            let out = self.wasm(r)?;
-            wire::decode(&out).map_err(|e| self.malformed(e))
+            match self.wasm(r)? {
+                Ok(out) => wire::decode(&out).map(Ok).map_err(|e| self.malformed(e)),
+                Err(d) => Ok(Err(d)),
+            }
         })
     }
 

@@ -257,10 +257,13 @@ pub trait Auth: Plugin {
     fn on_disconnect(&self, _conn: &Connection) {}
 }
 
-/// Ingest-side rewrite: enrich, split or drop events before they are stored.
+/// Ingest-side rewrite: enrich, split, drop or refuse events before they
+/// are stored.
 pub trait Transform: Plugin {
-    /// Push the events to store for `event` into `out` (none drops it).
-    fn apply(&self, event: &Event<'_>, out: &mut BatchBuilder);
+    /// Push the events to store for `event` into `out` (none drops it), or
+    /// refuse the whole publish with a [`Denial`] (status and reason are
+    /// what the publisher gets, e.g. 422 and validation errors).
+    fn apply(&self, event: &Event<'_>, out: &mut BatchBuilder) -> Result<(), Denial>;
 }
 
 /// Merges the events a stream collected over its window.
@@ -417,13 +420,15 @@ macro_rules! export_transform {
             struct __SpoutExport;
             $crate::__lifecycle!(transform, $ty);
             impl $crate::bindings::transform::Guest for __SpoutExport {
-                fn apply(events: $crate::RawBatch) -> $crate::RawBatch {
+                fn apply(
+                    events: $crate::RawBatch,
+                ) -> ::core::result::Result<$crate::RawBatch, $crate::Denial> {
                     __SPOUT_SLOT.with(|p| {
                         let mut out = $crate::BatchBuilder::new();
                         for e in $crate::events(&events) {
-                            <$ty as $crate::Transform>::apply(p, &e, &mut out);
+                            <$ty as $crate::Transform>::apply(p, &e, &mut out)?;
                         }
-                        out.finish()
+                        Ok(out.finish())
                     })
                 }
             }
