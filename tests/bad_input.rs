@@ -1,7 +1,7 @@
 //! Every kind of bad input gets a 4xx with a JSON `{"error","detail"}` body,
 //! and nothing reaches the log.
 
-mod support;
+use crate::support;
 
 use bytes::Bytes;
 use http::{Method, StatusCode};

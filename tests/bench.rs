@@ -2,7 +2,7 @@
 //! raw baseline delivers every event. Counts only — timings are for
 //! benchmarks, not tests.
 
-mod support;
+use crate::support;
 
 use spout::bench::{run, BenchArgs};
 use std::time::Duration;

@@ -6,7 +6,7 @@
 //! The test installs what it needs when missing (`apt-get install chromium`,
 //! `npm ci` in tests/browser); with `CI=true` a missing browser fails.
 
-mod support;
+use crate::support;
 
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};

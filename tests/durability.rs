@@ -1,6 +1,6 @@
 //! The log survives restarts and, with `fsync = "always"`, `kill -9`.
 
-mod support;
+use crate::support;
 
 use serde_json::json;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! do not stop normal subscribers and are cut off by `header_timeout`;
 //! invalid UTF-8 and absurd topic counts get clear 4xx answers.
 
-mod support;
+use crate::support;
 
 use http::StatusCode;
 use serde_json::{json, Value};

@@ -2,7 +2,7 @@
 //! client IP behind trusted proxies only, and streams per user (refused, or
 //! the oldest replaced).
 
-mod support;
+use crate::support;
 
 use http::{Method, StatusCode};
 use serde_json::Value;

@@ -3,7 +3,7 @@
 //! cookie auth, subscription events) against the real server, and a
 //! Mercure client library from PyPI talking to it.
 
-mod support;
+use crate::support;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -591,10 +591,15 @@ async fn the_example_hub_works_with_the_token_its_readme_shows() {
     let (_, _, metrics) =
         body_bytes(request(server.addr, Method::GET, "/metrics", &[], "").await).await;
     let metrics = String::from_utf8_lossy(&metrics);
-    assert!(
-        metrics.contains("spout_mercure_updates_total 1"),
-        "{metrics}"
-    );
-    assert!(metrics.contains("spout_mercure_subscribers 1"), "{metrics}");
+    // The recorder is process-wide and other tests run beside this one:
+    // check the series exist with a count, not their exact values.
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing: {metrics}"))
+    };
+    assert!(value("spout_mercure_updates_total") >= 1.0);
+    assert!(value("spout_mercure_subscribers") >= 1.0);
     server.stop().await;
 }

@@ -1,7 +1,7 @@
 //! Operations: health, readiness, stats, metrics, CORS, graceful shutdown, and
 //! the command line (`spout check`, `spout serve`).
 
-mod support;
+use crate::support;
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
@@ -52,15 +52,7 @@ async fn health_readiness_stats_and_metrics() {
         "the console streams from /events"
     );
 
-    let (status, headers, body) =
-        body_bytes(request(server.addr, Method::GET, "/metrics", &[], Bytes::new()).await).await;
-    assert_eq!(status, StatusCode::OK);
-    assert!(headers["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("text/plain"));
-    let text = String::from_utf8(body.to_vec()).unwrap();
-    for name in [
+    let names = [
         "spout_connections ",
         "spout_connections_total ",
         "spout_events_published_total{topic=\"m\"}",
@@ -70,8 +62,33 @@ async fn health_readiness_stats_and_metrics() {
         "spout_log_events ",
         "spout_log_bytes ",
         "spout_log_last_id ",
-    ] {
-        assert!(text.contains(name), "missing {name} in\n{text}");
+    ];
+    // The recorder is process-wide and other tests render it concurrently:
+    // ask again briefly before calling a series missing.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (status, headers, body) =
+            body_bytes(request(server.addr, Method::GET, "/metrics", &[], Bytes::new()).await)
+                .await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain"));
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        let missing: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|n| !text.contains(n))
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "missing {missing:?} in\n{text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     server.stop().await;
 }

@@ -2,7 +2,7 @@
 //! misbehaving ones from `tests/plugins/`) declared in a config file, run by
 //! the real server, observed over HTTP and SSE.
 
-mod support;
+use crate::support;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;

@@ -1,7 +1,7 @@
 //! Resuming with Last-Event-ID: replay then live with no gap or duplicate,
 //! reset frames past retention, and the JSON polling fallback.
 
-mod support;
+use crate::support;
 
 use serde_json::json;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! selector or event type, declared in a config file, run by the real
 //! server; invalid publishes are refused whole with 422 and the errors.
 
-mod support;
+use crate::support;
 
 use http::StatusCode;
 use serde_json::{json, Value};

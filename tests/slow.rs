@@ -1,7 +1,7 @@
 //! Slow subscribers: they never hold up the publisher or other subscribers,
 //! catch up from the log without loss, and are closed if they stop reading.
 
-mod support;
+use crate::support;
 
 use serde_json::json;
 use std::time::Duration;

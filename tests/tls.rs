@@ -2,7 +2,7 @@
 //! connection, HTTP/1.1 over TLS, and certificate reload without dropping
 //! open connections. The CA and certificates are made in the test (rcgen).
 
-mod support;
+use crate::support;
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};

@@ -1,6 +1,6 @@
 //! Topic patterns, several topics per stream, and events addressed to a user.
 
-mod support;
+use crate::support;
 
 use http::StatusCode;
 use serde_json::json;

@@ -1,7 +1,7 @@
 //! Exact bytes on the SSE wire: prelude, framing of every payload shape,
 //! headers, heartbeats, batches, HTTP/2.
 
-mod support;
+use crate::support;
 
 use http::{Method, Request, StatusCode};
 use http_body_util::Full;

@@ -1,0 +1,23 @@
+//! Every integration test in one binary: the server is linked once instead
+//! of once per area (the cold CI build spent minutes linking). Each module
+//! is one area; run one with `cargo test --test integration -- AREA::`.
+
+mod support;
+
+mod bad_input;
+mod bench;
+mod browser;
+mod cluster;
+mod deploy;
+mod durability;
+mod hostile;
+mod limits;
+mod mercure;
+mod ops;
+mod pipeline;
+mod replay;
+mod schema;
+mod slow;
+mod tls;
+mod topics;
+mod wire;
