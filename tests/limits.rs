@@ -104,6 +104,12 @@ async fn a_user_over_its_limit_is_refused() {
     let (status, _, body) = status_of(server.addr, "/events?topic=t&user=ann", &[]).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(body["error"], "too_many_user_connections");
+    let resp = request(server.addr, Method::GET, "/metrics", &[], "").await;
+    let (_, _, text) = body_bytes(resp).await;
+    assert!(
+        String::from_utf8_lossy(&text).contains("spout_limit_rejections_total{limit=\"per_user\"}"),
+        "the refusal is counted"
+    );
     let mut bob = server.sse("/events?topic=t&user=bob", &[]).await;
     bob.connected().await;
     // When one of ann's streams closes, she may open another.

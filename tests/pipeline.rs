@@ -13,11 +13,6 @@ use sha2::Sha256;
 use std::time::Duration;
 use support::*;
 
-/// A test plugin built by core/build.rs from `tests/plugins/NAME`.
-fn test_wasm(name: &str) -> String {
-    format!("{}/test_{name}.wasm", env!("SPOUT_TEST_WASM_DIR"))
-}
-
 const SECRET: &str = "a-test-secret-of-at-least-32-bytes!!";
 
 /// An HS256 JWT for `claims`.
@@ -186,29 +181,6 @@ filters = ["lenient"]
     server.publish(json!({"topic": "t", "data": "after"})).await;
     assert_eq!(plain.data(1).await, ["after"]);
     server.stop().await;
-}
-
-/// Runs `spout check` on `config` and returns (success, stderr).
-fn check(config: &str) -> (bool, String) {
-    check_env(config, &[])
-}
-
-fn check_env(config: &str, env: &[(&str, &str)]) -> (bool, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("config.toml");
-    std::fs::write(&file, config).unwrap();
-    let out = std::process::Command::new(bin())
-        .arg("check")
-        .arg(&file)
-        .env("SPOUT_LOG", "warn")
-        .env("SPOUT_PLUGIN_CACHE", plugin_cache())
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[test]

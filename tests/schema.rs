@@ -276,24 +276,6 @@ async fn require_match_refuses_events_no_rule_covers() {
     server.stop().await;
 }
 
-/// Runs `spout check` on `config` and returns (success, stderr).
-fn check(config: &str) -> (bool, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("config.toml");
-    std::fs::write(&file, config).unwrap();
-    let out = std::process::Command::new(bin())
-        .arg("check")
-        .arg(&file)
-        .env("SPOUT_LOG", "warn")
-        .env("SPOUT_PLUGIN_CACHE", plugin_cache())
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn a_bad_rule_is_a_config_error_and_the_server_does_not_start() {
     let cases: &[(&str, &[&str])] = &[

@@ -596,7 +596,7 @@ impl Verdicts {
                 // The route's filters were removed by a reload.
                 return vec![true; events.len()];
             }
-            let selectors = s.selectors();
+            let selectors = s.selectors.read().unwrap_or_else(|e| e.into_inner());
             let mut batch = BatchBuilder::default();
             let mut index = Vec::new();
             for (j, e) in events.iter().enumerate() {

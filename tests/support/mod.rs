@@ -343,6 +343,14 @@ impl Sse {
         serde_json::from_str(&e.data).unwrap()
     }
 
+    /// Reads until one more heartbeat comment has arrived.
+    pub async fn next_heartbeat(&mut self) {
+        let seen = self.heartbeats();
+        while self.heartbeats() == seen {
+            assert!(self.read_chunk().await, "stream ended before a heartbeat");
+        }
+    }
+
     /// Heartbeat comments seen so far.
     pub fn heartbeats(&self) -> usize {
         self.parser.comments
@@ -442,4 +450,33 @@ pub fn spawn_binary(config_file: &Path, data_dir: &Path) -> SpoutProcess {
         addr: addr.parse().unwrap(),
         stderr: log,
     }
+}
+
+/// A test plugin built by core/build.rs from `tests/plugins/NAME`.
+pub fn test_wasm(name: &str) -> String {
+    format!("{}/test_{name}.wasm", env!("SPOUT_TEST_WASM_DIR"))
+}
+
+/// Runs `spout check` on `config` and returns (success, stderr).
+pub fn check(config: &str) -> (bool, String) {
+    check_env(config, &[])
+}
+
+/// [`check`] with extra environment variables.
+pub fn check_env(config: &str, env: &[(&str, &str)]) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.toml");
+    std::fs::write(&file, config).unwrap();
+    let out = Command::new(bin())
+        .arg("check")
+        .arg(&file)
+        .env("SPOUT_LOG", "warn")
+        .env("SPOUT_PLUGIN_CACHE", plugin_cache())
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

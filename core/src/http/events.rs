@@ -2,7 +2,7 @@
 
 use super::{admit, query_pairs, selectors, ApiError, Body, Conn};
 use crate::app::App;
-use crate::hub::{HubError, SubscribeSpec};
+use crate::hub::SubscribeSpec;
 use crate::pipeline::filter::subscription;
 use crate::pipeline::Route;
 use crate::plugin::bindings::types::Connection;
@@ -10,7 +10,7 @@ use crate::sse;
 use crate::stream::{EventStream, StreamStart};
 use bytes::BytesMut;
 use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use http_body_util::Either;
 use std::sync::Arc;
 
@@ -67,38 +67,15 @@ pub async fn subscribe<B>(
     });
     let user = who.user;
 
-    let sub = app
-        .hub
-        .subscribe(SubscribeSpec {
-            selectors,
-            user: user.clone(),
-            kill: conn.kill.clone(),
-            route: Arc::from(route.path.as_str()),
-            filter,
-            auth: who.auth_request,
-            mercure: None,
-        })
-        .map_err(|e| match e {
-            HubError::Full(_) => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "too_many_connections",
-                e.to_string(),
-            ),
-            HubError::Closing => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "shutting_down",
-                e.to_string(),
-            ),
-            HubError::UserFull(_) => {
-                metrics::counter!("spout_limit_rejections_total", "limit" => "per_user")
-                    .increment(1);
-                ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "too_many_user_connections",
-                    e.to_string(),
-                )
-            }
-        })?;
+    let sub = app.hub.subscribe(SubscribeSpec {
+        selectors,
+        user: user.clone(),
+        kill: conn.kill.clone(),
+        route: Arc::from(route.path.as_str()),
+        filter,
+        auth: who.auth_request,
+        mercure: None,
+    })?;
     let head = app.log.head();
 
     let mut prelude = BytesMut::new();

@@ -101,6 +101,24 @@ impl ApiError {
     }
 }
 
+impl From<crate::hub::HubError> for ApiError {
+    /// A subscription the hub refused: 503 when full or shutting down, 429
+    /// (counted) when the user holds its maximum of streams.
+    fn from(e: crate::hub::HubError) -> ApiError {
+        use crate::hub::HubError;
+        let (status, code) = match e {
+            HubError::Full(_) => (StatusCode::SERVICE_UNAVAILABLE, "too_many_connections"),
+            HubError::Closing => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            HubError::UserFull(_) => {
+                metrics::counter!("spout_limit_rejections_total", "limit" => "per_user")
+                    .increment(1);
+                (StatusCode::TOO_MANY_REQUESTS, "too_many_user_connections")
+            }
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
 /// A JSON response with the given status.
 pub fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
     let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());

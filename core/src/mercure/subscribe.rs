@@ -4,7 +4,7 @@ use super::subscriptions::{announce, subscription_events};
 use super::{verify, wire_id, Access, Claims, PATH};
 use crate::app::App;
 use crate::http::{query_pairs, ApiError, Body, Conn};
-use crate::hub::{HubError, SubscribeSpec};
+use crate::hub::SubscribeSpec;
 use crate::stream::{EventStream, StreamStart};
 use bytes::Bytes;
 use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
@@ -123,34 +123,15 @@ pub async fn subscribe<B>(
     let subscriber = format!("urn:uuid:{}", uuid::Uuid::new_v4());
     let access = Arc::new(Access::new(subscriber, topics, allowed, payload));
 
-    let sub = app
-        .hub
-        .subscribe(SubscribeSpec {
-            selectors: Vec::new(),
-            user,
-            kill: conn.kill.clone(),
-            route: Arc::from(PATH),
-            filter: None,
-            auth: None,
-            mercure: Some(access.clone()),
-        })
-        .map_err(|e| match e {
-            HubError::Full(_) => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "too_many_connections",
-                e.to_string(),
-            ),
-            HubError::Closing => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "shutting_down",
-                e.to_string(),
-            ),
-            HubError::UserFull(_) => ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_user_connections",
-                e.to_string(),
-            ),
-        })?;
+    let sub = app.hub.subscribe(SubscribeSpec {
+        selectors: Vec::new(),
+        user,
+        kill: conn.kill.clone(),
+        route: Arc::from(PATH),
+        filter: None,
+        auth: None,
+        mercure: Some(access.clone()),
+    })?;
     let head = app.log.head();
     let last_id = if head == 0 {
         "earliest".to_owned()
