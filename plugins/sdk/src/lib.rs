@@ -5,6 +5,7 @@
 //! generated bindings: implement [`Filter`], [`Auth`], [`Transform`],
 //! [`Batcher`], [`Compress`] or [`Source`] and call the matching `export_*!`
 //! macro. Events arrive as borrowed [`Event`] views into one buffer.
+//! Source plugins can read the server's live figures with [`stats`].
 //!
 //! ```ignore
 //! struct OnlyErrors;
@@ -207,6 +208,34 @@ pub mod clock {
 /// The plugin's own key-value store (persisted by the host).
 pub mod kv {
     pub use crate::bindings::base::spout::plugin::kv::{delete, get, set};
+}
+
+/// Live server figures, as [`stats`] returns them.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Stats {
+    /// Open SSE connections on this node.
+    pub connections: u64,
+    /// Events appended to the log since start-up.
+    pub events_total: u64,
+    /// Events appended per second, over the last few seconds.
+    pub events_per_second: f64,
+    /// Milliseconds since the server started.
+    pub uptime_ms: u64,
+}
+
+/// The server's live figures, from the host's `stats` import.
+///
+/// The import belongs to the `source` world: call this from [`Source`]
+/// plugins only. A component of another kind that calls it imports an
+/// interface its world does not offer, and the host will not load it.
+pub fn stats() -> Stats {
+    let s = bindings::source::spout::plugin::stats::current();
+    Stats {
+        connections: s.connections,
+        events_total: s.events_total,
+        events_per_second: s.events_per_second,
+        uptime_ms: s.uptime_ms,
+    }
 }
 
 /// What every plugin kind shares: construction from config and a description.
@@ -497,6 +526,9 @@ macro_rules! export_source {
                     })
                 }
             }
+            // The core export `poll` would shadow libc's `poll` in a native
+            // build (a plugin's unit tests), which std calls at start-up.
+            #[cfg(target_arch = "wasm32")]
     $crate::bindings::source::export!(__SpoutExport with_types_in $crate::bindings::source);
         };
     };

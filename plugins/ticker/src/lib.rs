@@ -1,0 +1,147 @@
+//! `ticker`: on every tick of its `[[source]]` (`every = "1s"`), publish
+//! one event with the server's live figures.
+//!
+//! The data is `{"time", "connections", "events_per_second",
+//! "events_total", "uptime_ms"}`: the host's `poll` time (ms since the
+//! epoch) and the `stats` import's snapshot.
+
+use serde::{Deserialize, Serialize};
+use spout_sdk::{BatchBuilder, Plugin, Source, Stats};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    /// Topic the ticks are published to.
+    #[serde(default = "default_topic")]
+    topic: String,
+    /// Event type of the ticks.
+    #[serde(default = "default_type", rename = "type")]
+    kind: String,
+}
+
+fn default_topic() -> String {
+    "spout/ticker".into()
+}
+
+fn default_type() -> String {
+    "tick".into()
+}
+
+/// The data of one tick.
+#[derive(Serialize)]
+struct Tick {
+    time: u64,
+    connections: u64,
+    /// `null` if the host ever reports a non-finite rate.
+    events_per_second: f64,
+    events_total: u64,
+    uptime_ms: u64,
+}
+
+/// The JSON data of a tick at `now_ms` with the figures `s`.
+fn tick_json(now_ms: u64, s: &Stats) -> String {
+    let tick = Tick {
+        time: now_ms,
+        connections: s.connections,
+        events_per_second: s.events_per_second,
+        events_total: s.events_total,
+        uptime_ms: s.uptime_ms,
+    };
+    // A struct of numbers always serialises.
+    serde_json::to_string(&tick).unwrap_or_else(|_| "{}".into())
+}
+
+/// Whether `topic` is a concrete topic the host accepts: 1-256 bytes of
+/// printable ASCII without spaces or `*`.
+fn valid_topic(topic: &str) -> bool {
+    !topic.is_empty()
+        && topic.len() <= 256
+        && topic.bytes().all(|b| b.is_ascii_graphic() && b != b'*')
+}
+
+/// Whether `kind` may be an event type (the host's rule for `type`).
+fn valid_type(kind: &str) -> bool {
+    !kind.is_empty() && kind.len() <= 256 && !kind.chars().any(char::is_control)
+}
+
+struct Ticker {
+    topic: String,
+    kind: String,
+}
+
+impl Plugin for Ticker {
+    const NAME: &'static str = "ticker";
+    const CONFIG_SCHEMA: &'static str = r#"{"type":"object","additionalProperties":false,"properties":{"topic":{"type":"string","default":"spout/ticker"},"type":{"type":"string","default":"tick"}}}"#;
+
+    fn new(config: &str) -> Result<Self, String> {
+        let text = match config.trim() {
+            "" | "null" => "{}",
+            t => t,
+        };
+        let c: Config = serde_json::from_str(text).map_err(|e| format!("ticker config: {e}"))?;
+        if !valid_topic(&c.topic) {
+            return Err(format!(
+                "`topic` {:?} is not a valid topic (1-256 bytes of printable ASCII, no spaces or '*')",
+                c.topic
+            ));
+        }
+        if !valid_type(&c.kind) {
+            return Err(format!(
+                "`type` {:?} is not a valid event type (1-256 bytes, no control characters)",
+                c.kind
+            ));
+        }
+        Ok(Ticker {
+            topic: c.topic,
+            kind: c.kind,
+        })
+    }
+}
+
+impl Source for Ticker {
+    fn poll(&self, now_ms: u64, out: &mut BatchBuilder) {
+        let data = tick_json(now_ms, &spout_sdk::stats());
+        out.push(0, &self.topic, &self.kind, data.as_bytes(), None);
+    }
+}
+
+spout_sdk::export_source!(Ticker);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tick_data() {
+        let s = Stats {
+            connections: 3,
+            events_total: 42,
+            events_per_second: 1.5,
+            uptime_ms: 9000,
+        };
+        assert_eq!(
+            tick_json(1_700_000_000_000, &s),
+            r#"{"time":1700000000000,"connections":3,"events_per_second":1.5,"events_total":42,"uptime_ms":9000}"#
+        );
+        let nan = Stats {
+            events_per_second: f64::NAN,
+            ..s
+        };
+        assert!(tick_json(1, &nan).contains(r#""events_per_second":null"#));
+    }
+
+    #[test]
+    fn config() {
+        let t = Ticker::new("").unwrap();
+        assert_eq!(
+            (t.topic.as_str(), t.kind.as_str()),
+            ("spout/ticker", "tick")
+        );
+        let t = Ticker::new(r#"{"topic":"ops/stats","type":"stats"}"#).unwrap();
+        assert_eq!((t.topic.as_str(), t.kind.as_str()), ("ops/stats", "stats"));
+        assert!(Ticker::new(r#"{"topic":"a b"}"#).is_err());
+        assert!(Ticker::new(r#"{"topic":"a/*"}"#).is_err());
+        assert!(Ticker::new(r#"{"type":""}"#).is_err());
+        assert!(Ticker::new(r#"{"every":"1s"}"#).is_err());
+    }
+}
