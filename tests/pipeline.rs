@@ -477,6 +477,20 @@ async fn custom_filter_example_sees_the_subscriber() {
     server.stop().await;
 }
 
+#[test]
+fn the_custom_filter_example_config_is_valid() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/custom-filter/config.toml"
+    ))
+    .unwrap();
+    let built = "target/wasm32-wasip2/release/only_mine.wasm";
+    assert!(text.contains(built), "the README's build output path");
+    let file = format!("{}/only_mine.wasm", env!("SPOUT_TEST_WASM_DIR"));
+    let (ok, stderr) = check(&text.replace(built, &file));
+    assert!(ok, "{stderr}");
+}
+
 fn filter_config(condition: &str) -> String {
     format!(
         r#"

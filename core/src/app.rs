@@ -120,6 +120,11 @@ impl App {
         !self.shutting_down.load(Ordering::Acquire) && self.log.is_ready()
     }
 
+    /// Whether shutdown has begun (long polls answer at once).
+    pub fn is_closing(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
     /// Marks the start of shutdown.
     pub fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::Release);

@@ -268,6 +268,8 @@ pub struct HubStats {
     pub topics: usize,
     /// Open Mercure subscriptions (included in `connections`).
     pub mercure: usize,
+    /// Events fanned out since start.
+    pub events: u64,
 }
 
 struct Inner {
@@ -277,6 +279,9 @@ struct Inner {
     conn_prefix: String,
     count: AtomicUsize,
     peak: AtomicUsize,
+    events: std::sync::atomic::AtomicU64,
+    /// Woken after every fan-out (long polls wait on it).
+    appended: tokio::sync::Notify,
     max_connections: usize,
     queue: usize,
     /// Streams one user may hold (0 = unlimited), and what happens past it.
@@ -306,6 +311,8 @@ impl Hub {
                 conn_prefix: format!("{:x}", now_ms()),
                 count: AtomicUsize::new(0),
                 peak: AtomicUsize::new(0),
+                events: std::sync::atomic::AtomicU64::new(0),
+                appended: tokio::sync::Notify::new(),
                 max_connections,
                 queue,
                 per_user: (0, UserPolicy::Refuse),
@@ -445,6 +452,9 @@ impl Hub {
     /// never blocks on a subscriber.
     pub fn fan_out(&self, events: &[Arc<Event>]) {
         let inner = &self.inner;
+        inner
+            .events
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
         let routes = read(&inner.routes);
         let mut topics = inner.topics.lock().unwrap_or_else(|e| e.into_inner());
         // Filter verdicts for this batch, computed once per filter group.
@@ -472,6 +482,9 @@ impl Hub {
             m.published.increment(1);
             m.delivered.increment(delivered);
         }
+        drop(topics);
+        drop(routes);
+        inner.appended.notify_waiters();
     }
 
     /// The open subscriber with connection id `conn_id`.
@@ -558,6 +571,14 @@ impl Hub {
             // sees the flag on its next poll.
             let _ = s.tx.try_send(Item::Wake);
         }
+        // Long polls answer now instead of at their deadline.
+        self.inner.appended.notify_waiters();
+    }
+
+    /// Resolves after the next fan-out: a long poll enables it, looks at
+    /// the log, then waits, so an event in between is not missed.
+    pub fn appended(&self) -> tokio::sync::futures::Notified<'_> {
+        self.inner.appended.notified()
     }
 
     /// Current counts.
@@ -569,6 +590,7 @@ impl Hub {
             users: routes.users.len(),
             topics: routes.exact.len() + routes.patterns.len(),
             mercure: routes.mercure.len(),
+            events: self.inner.events.load(Ordering::Relaxed),
         }
     }
 }

@@ -18,8 +18,6 @@
 pub mod app;
 pub mod bench;
 pub mod cluster;
-pub mod config;
-pub mod event;
 pub mod http;
 pub mod hub;
 pub mod limits;
@@ -28,10 +26,10 @@ pub mod mercure;
 pub mod metrics;
 pub mod pipeline;
 pub mod plugin;
-pub mod publish;
 pub mod server;
-pub mod sse;
+pub mod shape;
 pub mod stream;
 pub mod tickets;
 pub mod tls;
-pub mod topic;
+
+pub use spout_proto::{config, event, publish, sse, topic};

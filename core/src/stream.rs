@@ -14,10 +14,11 @@
 //!
 //! Whatever is ready is written at once: several frames become one chunk.
 
-use crate::event::DataRef;
+use crate::event::{DataRef, Event};
 use crate::hub::{Item, Subscription};
 use crate::log::{EventLog, LogError};
 use crate::plugin::wire::BatchBuilder;
+use crate::shape::Shape;
 use crate::sse;
 use crate::topic::any_matches;
 use bytes::{Bytes, BytesMut};
@@ -26,6 +27,7 @@ use metrics::Counter;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
@@ -70,6 +72,75 @@ pub struct EventStream {
     done: bool,
     replayed: Counter,
     on_end: Option<OnEnd>,
+    /// Batching/compression state; boxed so plain streams stay small.
+    shaper: Option<Box<Shaper>>,
+}
+
+/// A shaped stream's window and the render in flight.
+struct Shaper {
+    shape: Arc<Shape>,
+    /// Events of the open window (ids above the stream's cursor).
+    pending: Vec<Arc<Event>>,
+    /// When the open window closes.
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Merging/encoding on a blocking thread (plugin calls).
+    work: Option<JoinHandle<BytesMut>>,
+}
+
+impl Shaper {
+    /// Closes the window: renders its events off the async workers.
+    fn flush(&mut self) {
+        self.deadline = None;
+        let events = std::mem::take(&mut self.pending);
+        self.render(events);
+    }
+
+    /// Renders every full window of `max` events now; the rest stays in a
+    /// window that opens now.
+    fn flush_full(&mut self, max: usize) {
+        let full = self.pending.len() / max * max;
+        let rest = self.pending.split_off(full);
+        let events = std::mem::replace(&mut self.pending, rest);
+        self.deadline = None;
+        self.render(events);
+    }
+
+    fn render(&mut self, events: Vec<Arc<Event>>) {
+        if events.is_empty() {
+            return;
+        }
+        let shape = self.shape.clone();
+        self.work = Some(tokio::task::spawn_blocking(move || shape.render(&events)));
+    }
+
+    /// Takes live items into the window; true if a heartbeat should go out
+    /// now (nothing pending to carry the connection's liveness).
+    fn take(&mut self, items: &[Item], cursor: &mut u64) -> bool {
+        let mut heartbeat = false;
+        for item in items {
+            match item {
+                Item::Event(e) if e.id > *cursor => {
+                    *cursor = e.id;
+                    self.pending.push(e.clone());
+                }
+                Item::Heartbeat => heartbeat = true,
+                Item::Event(_) | Item::Wake => {}
+            }
+        }
+        match self.shape.window() {
+            None => self.flush(),
+            Some(window) => {
+                let max = self.shape.max();
+                if self.pending.len() >= max {
+                    self.flush_full(max);
+                }
+                if !self.pending.is_empty() && self.deadline.is_none() {
+                    self.deadline = Some(Box::pin(tokio::time::sleep(window)));
+                }
+            }
+        }
+        heartbeat && self.pending.is_empty() && self.work.is_none()
+    }
 }
 
 /// Runs when the stream is dropped (the connection ended): the auth
@@ -118,7 +189,21 @@ impl EventStream {
             done: false,
             replayed: metrics::counter!("spout_events_replayed_total"),
             on_end: None,
+            shaper: None,
         }
+    }
+
+    /// Batches and/or compresses what this stream sends (see [`crate::shape`]).
+    pub fn shaped(mut self, shape: Option<Shape>) -> EventStream {
+        self.shaper = shape.map(|shape| {
+            Box::new(Shaper {
+                shape: Arc::new(shape),
+                pending: Vec::new(),
+                deadline: None,
+                work: None,
+            })
+        });
+        self
     }
 
     /// Calls `f` when the stream ends, however it ends.
@@ -136,36 +221,66 @@ impl EventStream {
         let log = self.log.clone();
         let sub = self.sub.subscriber.clone();
         let after = self.cursor;
+        let shape = self.shaper.as_ref().map(|s| s.shape.clone());
         tokio::task::spawn_blocking(move || {
             let mut frames = BytesMut::new();
-            let mut events = 0u64;
             let user = sub.user.as_deref();
             let filter = sub.filter.as_ref().filter(|g| g.is_active());
             let selectors = sub.selectors();
             // With filters, frames are rendered one by one, then the group's
-            // filters decide over the chunk which of them are written.
+            // filters decide over the chunk which of them are written. A
+            // shaped stream keeps the events instead and renders them last.
             let mut batch = BatchBuilder::default();
             let mut ends = Vec::new();
+            let mut shaped: Vec<Arc<Event>> = Vec::new();
+            let mut shaped_bytes = 0;
+            let mut events = 0u64;
             let cursor = log.scan(after, target, CATCHUP_SCAN, |id, view| {
                 let wanted = match &sub.mercure {
                     Some(access) => access.admits_view(&view, user),
                     None => any_matches(&selectors, view.topic) && view.visible_to(user),
                 };
                 if wanted {
-                    let data: DataRef<'_> = view
-                        .data_ref()
-                        .map_err(|source| LogError::Corrupt { id, source })?;
-                    sse::put_event_with(&mut frames, id, view.wire_id, view.retry, view.kind, data);
+                    if shape.is_some() {
+                        let e = view
+                            .to_event(id)
+                            .map_err(|source| LogError::Corrupt { id, source })?;
+                        shaped_bytes += e.frame().len();
+                        shaped.push(Arc::new(e));
+                    } else {
+                        let data: DataRef<'_> = view
+                            .data_ref()
+                            .map_err(|source| LogError::Corrupt { id, source })?;
+                        sse::put_event_with(
+                            &mut frames,
+                            id,
+                            view.wire_id,
+                            view.retry,
+                            view.kind,
+                            data,
+                        );
+                    }
                     if filter.is_some() {
                         batch.push(id, view.time_ms, view.topic, view.kind, view.data, view.to);
                         ends.push(frames.len());
                     }
                     events += 1;
                 }
-                Ok(frames.len() < CATCHUP_BYTES)
+                Ok(frames.len() + shaped_bytes < CATCHUP_BYTES)
             })?;
-            if let Some(group) = filter {
-                let keep = group.evaluate(&batch);
+            let keep = filter.map(|group| group.evaluate(&batch));
+            if let Some(shape) = shape {
+                if let Some(keep) = keep {
+                    let mut k = keep.into_iter();
+                    shaped.retain(|_| k.next().unwrap_or(true));
+                }
+                return Ok(Chunk {
+                    events: shaped.len() as u64,
+                    frames: shape.render(&shaped),
+                    cursor,
+                });
+            }
+            if let Some(keep) = keep {
                 let mut kept = BytesMut::with_capacity(frames.len());
                 let mut start = 0;
                 events = 0;
@@ -211,6 +326,21 @@ impl Body for EventStream {
                 return this.finish(frame);
             }
             if this.sub.subscriber.is_closing() {
+                // A shaped stream sends its open window before `shutdown`,
+                // so `last_id` there is the last id the client got.
+                if let Some(sh) = this.shaper.as_deref_mut() {
+                    if sh.work.is_none() {
+                        sh.flush();
+                    }
+                    if let Some(work) = &mut sh.work {
+                        let rendered = ready!(Pin::new(work).poll(cx));
+                        sh.work = None;
+                        if let Some(frames) = rendered.ok().filter(|f| !f.is_empty()) {
+                            return Poll::Ready(Some(Ok(Frame::data(frames.freeze()))));
+                        }
+                        continue;
+                    }
+                }
                 return this.finish(sse::control_frame(
                     "shutdown",
                     &serde_json::json!({ "last_id": this.cursor }),
@@ -224,6 +354,30 @@ impl Body for EventStream {
                         "overflow",
                         &serde_json::json!({ "last_id": this.cursor }),
                     ));
+                }
+            }
+            if let Some(sh) = this.shaper.as_deref_mut() {
+                // A rendered window goes out before anything newer.
+                if let Some(work) = &mut sh.work {
+                    let rendered = ready!(Pin::new(work).poll(cx));
+                    sh.work = None;
+                    match rendered {
+                        Ok(frames) if !frames.is_empty() => {
+                            return Poll::Ready(Some(Ok(Frame::data(frames.freeze()))));
+                        }
+                        Ok(_) => {}
+                        Err(err) => {
+                            tracing::error!(error = %err, "batch render failed; closing stream");
+                            this.done = true;
+                        }
+                    }
+                    continue;
+                }
+                if let Some(deadline) = &mut sh.deadline {
+                    if deadline.as_mut().poll(cx).is_ready() {
+                        sh.flush();
+                        continue;
+                    }
                 }
             }
             match &mut this.mode {
@@ -287,7 +441,11 @@ impl Body for EventStream {
                     }
                     if this.sub.subscriber.take_lagged() {
                         // Something was dropped before (some of) these items:
-                        // re-read the log from the cursor instead.
+                        // re-read the log from the cursor instead (after the
+                        // open window, whose events are older).
+                        if let Some(sh) = this.shaper.as_deref_mut() {
+                            sh.flush();
+                        }
                         this.behind_since.get_or_insert_with(Instant::now);
                         this.mode = Mode::CatchUp {
                             target: this.log.head(),
@@ -296,6 +454,12 @@ impl Body for EventStream {
                         continue;
                     }
                     this.behind_since = None;
+                    if let Some(sh) = this.shaper.as_deref_mut() {
+                        if sh.take(&this.batch, &mut this.cursor) {
+                            return Poll::Ready(Some(Ok(Frame::data(HEARTBEAT.clone()))));
+                        }
+                        continue;
+                    }
                     if let Some(bytes) = coalesce(&this.batch, &mut this.cursor) {
                         return Poll::Ready(Some(Ok(Frame::data(bytes))));
                     }

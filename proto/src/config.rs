@@ -33,6 +33,9 @@ pub struct Config {
     /// `[[source]]`: source plugins the server drives.
     #[serde(rename = "source")]
     pub sources: Vec<SourceDecl>,
+    /// `[[static]]`: directories served as files (example pages, an app).
+    #[serde(rename = "static")]
+    pub statics: Vec<StaticRoute>,
     /// `[mercure]`: the Mercure protocol at `/.well-known/mercure`; off
     /// when the section is absent.
     pub mercure: Option<MercureConfig>,
@@ -128,17 +131,84 @@ pub struct StreamRoute {
     /// Filter plugins, applied in order.
     #[serde(default)]
     pub filters: Vec<Spanned<String>>,
+    /// Collect each connection's events over a window and merge them with a
+    /// batch plugin (`event: batch`).
+    #[serde(default)]
+    pub batch: Option<BatchDecl>,
+    /// Encode event data with a compress plugin, for subscribers that ask
+    /// for it (`?accept-encoding=gzip` or `X-Spout-Accept-Encoding`).
+    #[serde(default)]
+    pub compress: Option<CompressDecl>,
 }
 
-/// `[[source]]`: a source plugin and how the host drives it.
+/// `batch = { plugin = "NAME", window = "100ms", max = 50 }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchDecl {
+    /// A `[plugins.NAME]` of the batch kind.
+    pub plugin: Spanned<String>,
+    /// How long a window stays open after its first event.
+    #[serde(deserialize_with = "positive_duration")]
+    pub window: Duration,
+    /// A window closes early once it holds this many events.
+    #[serde(default = "default_batch_max", deserialize_with = "positive_usize")]
+    pub max: usize,
+}
+
+fn default_batch_max() -> usize {
+    100
+}
+
+/// `compress = { plugin = "NAME" }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompressDecl {
+    /// A `[plugins.NAME]` of the compress kind.
+    pub plugin: Spanned<String>,
+}
+
+/// `[[static]]`: a directory served under a URL prefix.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticRoute {
+    /// URL prefix, e.g. `/app` (`/` is taken by the console unless it is off).
+    pub path: Spanned<String>,
+    /// The directory (relative to the config file).
+    pub dir: Spanned<PathBuf>,
+    /// File served for a directory URL.
+    #[serde(default = "default_index")]
+    pub index: String,
+}
+
+fn default_index() -> String {
+    "index.html".into()
+}
+
+/// `[[source]]`: a source plugin and how the host drives it: exactly one
+/// of `every` (timer), `tail` (a file) or `webhook` (`POST /hooks/NAME`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceDecl {
     /// A `[plugins.NAME]` of the source kind.
     pub plugin: Spanned<String>,
     /// Call the plugin's `poll` this often; what it returns is published.
-    #[serde(deserialize_with = "positive_duration")]
-    pub every: Duration,
+    #[serde(default, deserialize_with = "positive_duration_opt")]
+    pub every: Option<Duration>,
+    /// Follow this file (relative to the config file) and hand each new
+    /// complete line to the plugin's `on-input`; rotation and truncation
+    /// are followed.
+    #[serde(default)]
+    pub tail: Option<Spanned<PathBuf>>,
+    /// Tail from the start of the file instead of its end.
+    #[serde(default)]
+    pub from_start: bool,
+    /// Serve `POST /hooks/NAME`: body and headers go to `on-input`; a
+    /// denial is the HTTP answer and nothing is published.
+    #[serde(default)]
+    pub webhook: Option<Spanned<String>>,
+    /// Transform plugins run on the produced events before they are stored.
+    #[serde(default)]
+    pub transforms: Vec<Spanned<String>>,
 }
 
 /// `[publish]`: `POST /publish`.
@@ -193,7 +263,7 @@ impl ClusterConfig {
     }
 }
 
-/// `[mercure]`: Spout as a Mercure hub (see [`crate::mercure`]).
+/// `[mercure]`: Spout as a Mercure hub (served by the `spout::mercure` module).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MercureConfig {
@@ -246,6 +316,8 @@ pub struct ServerConfig {
     /// How long a ticket from `POST /tickets` stays valid (one use).
     #[serde(deserialize_with = "positive_duration")]
     pub ticket_ttl: Duration,
+    /// Serve the built-in live console at `GET /`.
+    pub console: bool,
 }
 
 /// `[server.tls]`: certificate and key files (PEM), reloaded when they change.
@@ -272,6 +344,7 @@ impl Default for ServerConfig {
             limits: LimitsConfig::default(),
             tls: None,
             ticket_ttl: Duration::from_secs(30),
+            console: true,
         }
     }
 }
@@ -436,6 +509,10 @@ fn positive_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Err
         return Err(serde::de::Error::custom("must be greater than zero"));
     }
     Ok(v)
+}
+
+fn positive_duration_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    positive_duration(d).map(Some)
 }
 
 fn positive_usize<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {

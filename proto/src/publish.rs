@@ -103,10 +103,18 @@ struct Incoming<'a> {
     topic: Option<std::borrow::Cow<'a, str>>,
     #[serde(rename = "type")]
     kind: Option<String>,
-    #[serde(borrow)]
+    /// `None` only when the field is absent: `"data": null` is the JSON
+    /// value `null`, not "no data" (which an `Option` field would make it).
+    #[serde(borrow, default, deserialize_with = "present")]
     data: Option<&'a RawValue>,
     to: Option<String>,
     id: Option<String>,
+}
+
+fn present<'de: 'a, 'a, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<&'a RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
 }
 
 /// Parses and validates a whole publish body.
@@ -256,6 +264,17 @@ mod tests {
         .unwrap();
         assert_eq!(e.len(), 2);
         assert_eq!(e[1].key.as_deref(), Some("k"));
+    }
+
+    #[test]
+    fn null_data_is_json_null() {
+        // Found by fuzz/publish_body: `"data": null` was taken for a missing
+        // `data` and sent as an empty text, which no JSON reader accepts.
+        let e = one(r#"{"topic":"a","data":null}"#).unwrap();
+        assert_eq!(e[0].data, Data::Json(Bytes::from_static(b"null")));
+        let e = one(r#"[{"topic":"a","data" : null },{"topic":"b"}]"#).unwrap();
+        assert_eq!(e[0].data, Data::Json(Bytes::from_static(b"null")));
+        assert_eq!(e[1].data, Data::Text(String::new()));
     }
 
     #[test]

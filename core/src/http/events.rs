@@ -12,6 +12,7 @@ use bytes::BytesMut;
 use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use http::{Request, Response};
 use http_body_util::Either;
+use spout_proto::resume;
 use std::sync::Arc;
 
 /// Parses the resume point: the `Last-Event-ID` header, else `?lastEventId=`.
@@ -20,27 +21,14 @@ pub fn last_event_id<B>(
     req: &Request<B>,
     query: &[(String, String)],
 ) -> Result<Option<u64>, ApiError> {
-    let header = req.headers().get("last-event-id").map(|v| {
-        v.to_str().map(str::to_owned).map_err(|_| {
-            ApiError::bad_request("invalid_last_event_id", "Last-Event-ID is not ASCII")
-        })
-    });
-    let value = match header {
-        Some(v) => Some(v?),
-        None => query
-            .iter()
-            .find(|(k, _)| k == "lastEventId")
-            .map(|(_, v)| v.clone()),
+    let parsed = match req.headers().get("last-event-id") {
+        Some(v) => resume::parse_header(v.as_bytes()),
+        None => match query.iter().find(|(k, _)| k == "lastEventId") {
+            Some((_, v)) => resume::parse_value(v),
+            None => Ok(None),
+        },
     };
-    match value.as_deref().map(str::trim) {
-        None | Some("") => Ok(None),
-        Some(v) => v.parse::<u64>().map(Some).map_err(|_| {
-            ApiError::bad_request(
-                "invalid_last_event_id",
-                format!("Last-Event-ID {v:?} is not an event id (a non-negative integer)"),
-            )
-        }),
-    }
+    parsed.map_err(|e| ApiError::bad_request(e.code(), e.to_string()))
 }
 
 /// Opens the stream. The subscriber is registered before the log head is
@@ -112,6 +100,18 @@ pub async fn subscribe<B>(
             catchup_timeout: app.config.hub.catchup_timeout,
         },
     );
+    let accepted: Vec<&str> = query
+        .iter()
+        .filter(|(k, _)| k == crate::shape::ACCEPT_PARAM)
+        .map(|(_, v)| v.as_str())
+        .chain(
+            req.headers()
+                .get_all(crate::shape::ACCEPT_HEADER)
+                .iter()
+                .filter_map(|v| v.to_str().ok()),
+        )
+        .collect();
+    let stream = stream.shaped(crate::shape::Shape::for_route(route, &accepted));
     let stream = if route.auth.is_some() {
         let app = app.clone();
         let path = route.path.clone();

@@ -13,6 +13,8 @@
 pub mod connections;
 pub mod cors;
 pub mod events;
+pub mod files;
+pub mod hooks;
 pub mod ops;
 pub mod poll;
 pub mod publish;
@@ -197,6 +199,21 @@ where
     if crate::mercure::is_mercure_path(path) {
         return Box::pin(crate::mercure::route(app, conn, req)).await;
     }
+    if let Some(name) = hooks::hook_name(path) {
+        if req.method() != Method::POST {
+            return Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!(
+                    "{} is not allowed on {path}; webhooks take POST",
+                    req.method()
+                ),
+            ));
+        }
+        let name = name.to_owned();
+        return Box::pin(hooks::deliver(app, req, &name)).await;
+    }
+    let console = app.config.server.console && path == "/";
     match (req.method(), path) {
         (&Method::POST, "/publish") => Box::pin(publish::publish(app, conn, req)).await,
         (&Method::POST, "/tickets") => Box::pin(tickets::issue(app, conn, req)).await,
@@ -205,7 +222,7 @@ where
         (&Method::GET, "/healthz") => Ok(ops::healthz()),
         (&Method::GET, "/readyz") => Ok(ops::readyz(app)),
         (&Method::GET, "/stats") => Ok(ops::stats(app)),
-        (&Method::GET, "/") => Ok(ops::console()),
+        (&Method::GET, "/") if console => Ok(ops::console()),
         (_, "/publish" | "/tickets" | "/poll" | "/metrics" | "/healthz" | "/readyz" | "/stats") => {
             Err(ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -213,11 +230,25 @@ where
                 format!("{} is not allowed on {path}", req.method()),
             ))
         }
-        _ => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no route for {path}"),
-        )),
+        // Spout's own routes first: a static route at `/` serves the rest.
+        _ => match files::find(&pipeline.statics, path) {
+            Some(dir) => {
+                let head = req.method() == Method::HEAD;
+                if req.method() != Method::GET && !head {
+                    return Err(ApiError::new(
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        "method_not_allowed",
+                        format!("{} is not allowed on {path}", req.method()),
+                    ));
+                }
+                Box::pin(files::serve(dir, path, head)).await
+            }
+            None => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no route for {path}"),
+            )),
+        },
     }
 }
 

@@ -2,6 +2,7 @@
 
 use super::{json_response, ApiError, Body};
 use crate::app::App;
+use crate::pipeline::Driver;
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Response, StatusCode};
@@ -94,11 +95,25 @@ pub fn stats(app: &App) -> Response<Body> {
                     "path": r.path,
                     "auth": r.auth.as_ref().map(|p| p.name()),
                     "filters": r.filters.iter().map(|s| s.plugin.name()).collect::<Vec<_>>(),
+                    "batch": r.batch.as_ref().map(|b| json!({
+                        "plugin": b.plugin.name(),
+                        "window": humantime::format_duration(b.window).to_string(),
+                        "max": b.max,
+                    })),
+                    "compress": r.compress.as_ref().map(|p| p.name()),
                 })).collect::<Vec<_>>(),
-                "sources": pipeline.sources.iter().map(|s| json!({
-                    "plugin": s.plugin.name(),
-                    "every": humantime::format_duration(s.every).to_string(),
-                })).collect::<Vec<_>>(),
+                "sources": pipeline.sources.iter().map(|s| {
+                    let mut v = json!({ "plugin": s.plugin.name() });
+                    match &s.driver {
+                        Driver::Every(every) => v["every"] = json!(humantime::format_duration(*every).to_string()),
+                        Driver::Tail { path, .. } => v["tail"] = json!(path.display().to_string()),
+                        Driver::Webhook(name) => v["webhook"] = json!(format!("/hooks/{name}")),
+                    }
+                    if !s.transforms.is_empty() {
+                        v["transforms"] = json!(s.transforms.iter().map(|t| t.name()).collect::<Vec<_>>());
+                    }
+                    v
+                }).collect::<Vec<_>>(),
                 "filter_groups": app.groups.count(),
                 "last_reload": reload,
             },

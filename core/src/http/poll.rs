@@ -16,6 +16,8 @@ const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
 /// Log records examined per request, so one poll cannot scan the whole log.
 const MAX_SCAN: usize = 10_000;
+/// Longest `wait` (seconds) a long poll may ask for.
+const MAX_WAIT: u64 = 30;
 
 fn number<T: std::str::FromStr>(
     query: &[(String, String)],
@@ -59,6 +61,8 @@ struct Page {
 }
 
 /// Returns `{"events": [...], "next": M}`; ask again with `after=M`.
+/// With `wait=S` (≤ 30) and nothing new, it answers when an event arrives
+/// or after S seconds (a long poll).
 /// `next` moves past scanned records even when none matched, so a client
 /// never re-reads the same stretch of log.
 /// Auth and filters are those of the `/events` route.
@@ -81,7 +85,11 @@ pub async fn poll<B>(
             &selectors,
             &query,
         );
-        FilterGroup::standalone(&route.path, sub, route.filters.clone())
+        Arc::new(FilterGroup::standalone(
+            &route.path,
+            sub,
+            route.filters.clone(),
+        ))
     });
     let user = who.user;
     let after: u64 = number(&query, "after", "invalid_after")?.unwrap_or(0);
@@ -92,8 +100,14 @@ pub async fn poll<B>(
             format!("limit must be 1..={MAX_LIMIT}"),
         ));
     }
-    let log = app.log.clone();
-    let head = log.head();
+    let wait = number::<u64>(&query, "wait", "invalid_wait")?.unwrap_or(0);
+    if wait > MAX_WAIT {
+        return Err(ApiError::bad_request(
+            "invalid_wait",
+            format!("wait must be 0..={MAX_WAIT} seconds"),
+        ));
+    }
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(wait);
     let storage = |e: &dyn std::fmt::Display| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -101,48 +115,69 @@ pub async fn poll<B>(
             e.to_string(),
         )
     };
-    let (events, next) = tokio::task::spawn_blocking(move || {
-        let mut events: Vec<PolledEvent> = Vec::new();
-        let mut batch = BatchBuilder::default();
-        let next = log.scan(after, head, MAX_SCAN, |id, view| {
-            if any_matches(&selectors, view.topic) && view.visible_to(user.as_deref()) {
-                if filter.is_some() {
-                    batch.push(id, view.time_ms, view.topic, view.kind, view.data, view.to);
+    let (events, next) = loop {
+        // Armed before the log is read: an append in between still wakes us.
+        let appended = app.hub.appended();
+        tokio::pin!(appended);
+        appended.as_mut().enable();
+        let log = app.log.clone();
+        let head = log.head();
+        let (selectors, user, filter) = (selectors.clone(), user.clone(), filter.clone());
+        let (events, next) = tokio::task::spawn_blocking(move || {
+            let mut events: Vec<PolledEvent> = Vec::new();
+            let mut batch = BatchBuilder::default();
+            let next = log.scan(after, head, MAX_SCAN, |id, view| {
+                if any_matches(&selectors, view.topic) && view.visible_to(user.as_deref()) {
+                    if filter.is_some() {
+                        batch.push(id, view.time_ms, view.topic, view.kind, view.data, view.to);
+                    }
+                    let json = if view.text {
+                        serde_json::to_string(&String::from_utf8_lossy(view.data))
+                            .unwrap_or_else(|_| "null".into())
+                    } else {
+                        String::from_utf8_lossy(view.data).into_owned()
+                    };
+                    events.push(PolledEvent {
+                        id,
+                        topic: view.topic.to_string(),
+                        kind: view.kind.map(str::to_string),
+                        data: RawValue::from_string(json)
+                            .unwrap_or_else(|_| RawValue::NULL.to_owned()),
+                        time: view.time_ms,
+                    });
                 }
-                let json = if view.text {
-                    serde_json::to_string(&String::from_utf8_lossy(view.data))
-                        .unwrap_or_else(|_| "null".into())
-                } else {
-                    String::from_utf8_lossy(view.data).into_owned()
-                };
-                events.push(PolledEvent {
-                    id,
-                    topic: view.topic.to_string(),
-                    kind: view.kind.map(str::to_string),
-                    data: RawValue::from_string(json).unwrap_or_else(|_| RawValue::NULL.to_owned()),
-                    time: view.time_ms,
-                });
+                Ok(events.len() < limit)
+            });
+            if let Some(group) = &filter {
+                let keep = group.evaluate(&batch);
+                let mut keep = keep.into_iter();
+                events.retain(|_| keep.next().unwrap_or(false));
             }
-            Ok(events.len() < limit)
-        });
-        if let Some(group) = &filter {
-            let keep = group.evaluate(&batch);
-            let mut keep = keep.into_iter();
-            events.retain(|_| keep.next().unwrap_or(false));
+            next.map(|next| (events, next))
+        })
+        .await
+        .map_err(|e| storage(&e))?
+        .map_err(|e| storage(&e))?;
+        // Long poll: nothing yet, the whole log was seen, time is left.
+        if !events.is_empty() || next < head || after > head || app.is_closing() {
+            break (events, next);
         }
-        next.map(|next| (events, next))
-    })
-    .await
-    .map_err(|e| storage(&e))?
-    .map_err(|e| storage(&e))?;
+        if tokio::time::timeout_at(deadline, appended).await.is_err() {
+            break (events, next);
+        }
+    };
     let trimmed = app.log.trimmed();
-    let reset = if after < trimmed {
-        Some(Reset {
+    let head = app.log.head();
+    // Older than retention, or newer than the log (a restored or wiped
+    // log): say so, as `/events` does, and continue from what exists.
+    let (reset, next) = if after < trimmed || after > head {
+        let reset = Reset {
             requested: after,
             earliest: app.log.earliest(),
-        })
+        };
+        (Some(reset), next.min(head))
     } else {
-        None
+        (None, next)
     };
     Ok(json_response(
         StatusCode::OK,

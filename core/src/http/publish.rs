@@ -74,7 +74,7 @@ where
     let max_body = limits.max_body_bytes.as_u64() as usize;
     let body = read_body(req, max_body, app.config.server.body_timeout).await?;
     let max_event = limits.max_event_bytes.as_u64() as usize;
-    let mut events = parse_body(format, &body, max_event)?;
+    let events = parse_body(format, &body, max_event)?;
     if let Some(who) = &publisher {
         let topics: Vec<Selector> = events
             .iter()
@@ -82,27 +82,7 @@ where
             .collect();
         auth::check_topics(who, &topics, "publish to")?;
     }
-    if !pipeline.publish.transforms.is_empty() {
-        // Plugin calls block: run the chain on a blocking thread.
-        let chain = pipeline.clone();
-        events = tokio::task::spawn_blocking(move || {
-            chain
-                .publish
-                .transforms
-                .iter()
-                .try_fold(events, |events, plugin| {
-                    transform(plugin, events, max_event)
-                })
-        })
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "transform_failed",
-                e.to_string(),
-            )
-        })??;
-    }
+    let events = run_transforms(pipeline.publish.transforms.clone(), events, max_event).await?;
     if events.is_empty() {
         return Ok(json_response(
             StatusCode::OK,
@@ -138,6 +118,32 @@ pub fn log_error(e: LogError) -> ApiError {
             other.to_string(),
         ),
     }
+}
+
+/// Runs a transform chain over the events on a blocking thread (plugin
+/// calls block), each plugin's output checked as strictly as a publisher's
+/// own events.
+pub async fn run_transforms(
+    chain: Vec<Arc<Plugin>>,
+    events: Vec<NewEvent>,
+    max_event: usize,
+) -> Result<Vec<NewEvent>, ApiError> {
+    if chain.is_empty() || events.is_empty() {
+        return Ok(events);
+    }
+    tokio::task::spawn_blocking(move || {
+        chain.iter().try_fold(events, |events, plugin| {
+            transform(plugin, events, max_event)
+        })
+    })
+    .await
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "transform_failed",
+            e.to_string(),
+        )
+    })?
 }
 
 /// Runs one transform plugin over the events and checks what it returns as

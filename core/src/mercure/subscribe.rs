@@ -10,6 +10,7 @@ use bytes::Bytes;
 use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use http::{Request, Response, StatusCode};
 use http_body_util::Either;
+use spout_proto::resume;
 use std::sync::Arc;
 
 /// Where a resuming client starts: after this log sequence, or live.
@@ -88,9 +89,8 @@ pub async fn subscribe<B>(
         .headers()
         .get("last-event-id")
         .map(|v| {
-            v.to_str().map_err(|_| {
-                ApiError::bad_request("invalid_last_event_id", "Last-Event-ID is not ASCII")
-            })
+            resume::header_text(v.as_bytes())
+                .map_err(|e| ApiError::bad_request(e.code(), e.to_string()))
         })
         .transpose()?;
     let param = query

@@ -42,6 +42,21 @@ pub struct Route {
     pub auth: Option<Arc<Plugin>>,
     /// Filters, in order.
     pub filters: Arc<[Stage]>,
+    /// Window batching, if configured.
+    pub batch: Option<BatchStage>,
+    /// Compression for subscribers that accept it, if configured.
+    pub compress: Option<Arc<Plugin>>,
+}
+
+/// A stream's batch stage: the plugin and the window the host keeps.
+#[derive(Debug, Clone)]
+pub struct BatchStage {
+    /// The batch plugin (`merge`).
+    pub plugin: Arc<Plugin>,
+    /// How long a window stays open after its first event.
+    pub window: std::time::Duration,
+    /// Most events in one window.
+    pub max: usize,
 }
 
 /// `POST /publish` rules.
@@ -62,13 +77,42 @@ pub struct MercureRules {
     pub publish_auth: Option<Arc<Plugin>>,
 }
 
-/// A source plugin driven on a timer.
+/// How the host feeds a source plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Driver {
+    /// `poll` on a timer.
+    Every(std::time::Duration),
+    /// New complete lines of a file, to `on-input`.
+    Tail {
+        /// The file followed.
+        path: std::path::PathBuf,
+        /// Start at the beginning of the file (else at its end).
+        from_start: bool,
+    },
+    /// `POST /hooks/NAME` bodies, to `on-input`.
+    Webhook(String),
+}
+
+/// A source plugin, how it is driven, and what runs before the log.
 #[derive(Debug, Clone)]
 pub struct SourceRoute {
     /// The source plugin.
     pub plugin: Arc<Plugin>,
-    /// How often `poll` is called.
-    pub every: std::time::Duration,
+    /// Timer, file or webhook.
+    pub driver: Driver,
+    /// Transforms run on its events before they are stored.
+    pub transforms: Vec<Arc<Plugin>>,
+}
+
+/// A `[[static]]` route: files of `dir` under URL prefix `path`.
+#[derive(Debug, Clone)]
+pub struct StaticDir {
+    /// URL prefix without a trailing `/` (empty for the root).
+    pub path: String,
+    /// The directory, resolved against the config file.
+    pub dir: std::path::PathBuf,
+    /// File served for a directory URL.
+    pub index: String,
 }
 
 /// One generation of the pipeline.
@@ -82,10 +126,12 @@ pub struct Pipeline {
     pub streams: Vec<Route>,
     /// Publishing rules.
     pub publish: PublishRules,
-    /// Timer-driven sources.
+    /// Sources: timers, tailed files, webhooks.
     pub sources: Vec<SourceRoute>,
     /// The Mercure hub's plugins.
     pub mercure: MercureRules,
+    /// Static file routes, longest prefix first.
+    pub statics: Vec<StaticDir>,
 }
 
 impl Pipeline {
@@ -187,6 +233,7 @@ impl Pipeline {
             if RESERVED.contains(&path.as_str())
                 || path.starts_with("/.well-known/")
                 || path.starts_with("/connections/")
+                || path.starts_with("/hooks/")
             {
                 return Err(origin.error(
                     r.path.span(),
@@ -220,10 +267,34 @@ impl Pipeline {
                     Ok(Stage { plugin, on_error })
                 })
                 .collect::<Result<Vec<_>, ConfigError>>()?;
+            let batch = match &r.batch {
+                Some(b) => Some(BatchStage {
+                    plugin: lookup(
+                        &b.plugin,
+                        format!("stream[{i}].batch.plugin"),
+                        Kind::Batch,
+                        &route,
+                    )?,
+                    window: b.window,
+                    max: b.max,
+                }),
+                None => None,
+            };
+            let compress = match &r.compress {
+                Some(c) => Some(lookup(
+                    &c.plugin,
+                    format!("stream[{i}].compress.plugin"),
+                    Kind::Compress,
+                    &route,
+                )?),
+                None => None,
+            };
             streams.push(Route {
                 path: path.clone(),
                 auth,
                 filters: filters.into(),
+                batch,
+                compress,
             });
         }
         if !streams.iter().any(|s| s.path == DEFAULT_STREAM) {
@@ -231,6 +302,8 @@ impl Pipeline {
                 path: DEFAULT_STREAM.into(),
                 auth: None,
                 filters: Arc::from(Vec::new()),
+                batch: None,
+                compress: None,
             });
         }
 
@@ -256,23 +329,125 @@ impl Pipeline {
                 .collect::<Result<_, _>>()?,
         };
 
-        let sources = config
-            .sources
-            .iter()
-            .enumerate()
-            .map(|(i, src)| {
-                let plugin = lookup(
-                    &src.plugin,
-                    format!("source[{i}].plugin"),
-                    Kind::Source,
-                    &format!("source[{i}]"),
-                )?;
-                Ok(SourceRoute {
-                    plugin,
-                    every: src.every,
+        let mut sources: Vec<SourceRoute> = Vec::new();
+        for (i, src) in config.sources.iter().enumerate() {
+            let route = format!("source[{i}]");
+            let plugin = lookup(&src.plugin, format!("{route}.plugin"), Kind::Source, &route)?;
+            let driver = match (&src.every, &src.tail, &src.webhook) {
+                (Some(every), None, None) => Driver::Every(*every),
+                (None, Some(tail), None) => Driver::Tail {
+                    path: base.join(tail.get_ref()),
+                    from_start: src.from_start,
+                },
+                (None, None, Some(name)) => {
+                    let valid = !name.get_ref().is_empty()
+                        && name
+                            .get_ref()
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+                    if !valid {
+                        return Err(origin.error(
+                            name.span(),
+                            format!("{route}.webhook"),
+                            format!("{route}: a webhook name is letters, digits, `-` and `_` (it becomes /hooks/NAME)"),
+                        ));
+                    }
+                    if sources
+                        .iter()
+                        .any(|s| s.driver == Driver::Webhook(name.get_ref().clone()))
+                    {
+                        return Err(origin.error(
+                            name.span(),
+                            format!("{route}.webhook"),
+                            format!("{route}: webhook `{}` is declared twice", name.get_ref()),
+                        ));
+                    }
+                    Driver::Webhook(name.get_ref().clone())
+                }
+                _ => {
+                    return Err(origin.error(
+                        src.plugin.span(),
+                        route.clone(),
+                        format!("{route}: give exactly one of `every`, `tail` or `webhook`"),
+                    ))
+                }
+            };
+            let transforms = src
+                .transforms
+                .iter()
+                .enumerate()
+                .map(|(j, t)| {
+                    lookup(
+                        t,
+                        format!("{route}.transforms[{j}]"),
+                        Kind::Transform,
+                        &route,
+                    )
                 })
-            })
-            .collect::<Result<_, ConfigError>>()?;
+                .collect::<Result<_, _>>()?;
+            sources.push(SourceRoute {
+                plugin,
+                driver,
+                transforms,
+            });
+        }
+
+        let mut statics = Vec::new();
+        for (i, st) in config.statics.iter().enumerate() {
+            let path = st.path.get_ref().trim_end_matches('/');
+            let key = format!("static[{i}].path");
+            if !st.path.get_ref().starts_with('/') || path.contains(['?', '#', '%', '\\']) {
+                return Err(origin.error(
+                    st.path.span(),
+                    key,
+                    format!(
+                        "static route `{}`: a path starts with `/` and has no query or escapes",
+                        st.path.get_ref()
+                    ),
+                ));
+            }
+            let taken = (path.is_empty() && config.server.console)
+                || [
+                    "/publish",
+                    "/tickets",
+                    "/poll",
+                    "/metrics",
+                    "/healthz",
+                    "/readyz",
+                    "/stats",
+                    "/hooks",
+                    "/connections",
+                    "/.well-known",
+                ]
+                .iter()
+                .any(|r| path == *r || path.starts_with(&format!("{r}/")))
+                || streams.iter().any(|s| s.path == path);
+            if taken {
+                return Err(origin.error(
+                    st.path.span(),
+                    key,
+                    format!("static route `{}`: the path is taken by Spout's own routes (for `/`, set `server.console = false`)", st.path.get_ref()),
+                ));
+            }
+            let dir = base.join(st.dir.get_ref());
+            if !dir.is_dir() {
+                return Err(origin.error(
+                    st.dir.span(),
+                    format!("static[{i}].dir"),
+                    format!(
+                        "static route `{}`: {} is not a directory",
+                        st.path.get_ref(),
+                        dir.display()
+                    ),
+                ));
+            }
+            statics.push(StaticDir {
+                path: path.to_owned(),
+                dir,
+                index: st.index.clone(),
+            });
+        }
+        statics.sort_by_key(|s: &StaticDir| std::cmp::Reverse(s.path.len()));
 
         let mut mercure = MercureRules::default();
         if let Some(m) = &config.mercure {
@@ -293,6 +468,7 @@ impl Pipeline {
             publish,
             sources,
             mercure,
+            statics,
         })
     }
 

@@ -1,8 +1,11 @@
 //! What a plugin instance can reach: its store data and the host imports
-//! (`log`, `clock`, `kv`), plus WASI with an empty context.
+//! (`log`, `clock`, `kv`, and `stats` for sources), plus WASI with an
+//! empty context.
 
 use super::bindings::base::spout::plugin::{clock, kv, log, types};
+use super::bindings::source::spout::plugin::stats;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -68,6 +71,55 @@ impl Kv {
     }
 }
 
+/// Live server figures the `stats` import reports to source plugins; the
+/// source driver samples them from the hub once a second.
+#[derive(Debug)]
+pub struct ServerStats {
+    connections: AtomicU64,
+    events_total: AtomicU64,
+    /// `f64` bits of events per second over the last sample.
+    rate: AtomicU64,
+    started: Instant,
+    last: std::sync::Mutex<(Instant, u64)>,
+}
+
+impl Default for ServerStats {
+    fn default() -> Self {
+        let now = Instant::now();
+        ServerStats {
+            connections: AtomicU64::new(0),
+            events_total: AtomicU64::new(0),
+            rate: AtomicU64::new(0f64.to_bits()),
+            started: now,
+            last: std::sync::Mutex::new((now, 0)),
+        }
+    }
+}
+
+impl ServerStats {
+    /// Records the current counts and updates the rate since the last sample.
+    pub fn sample(&self, connections: u64, events_total: u64) {
+        self.connections.store(connections, Ordering::Relaxed);
+        self.events_total.store(events_total, Ordering::Relaxed);
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let secs = last.0.elapsed().as_secs_f64();
+        if secs >= 0.5 {
+            let rate = events_total.saturating_sub(last.1) as f64 / secs;
+            self.rate.store(rate.to_bits(), Ordering::Relaxed);
+            *last = (Instant::now(), events_total);
+        }
+    }
+
+    fn snapshot(&self) -> stats::Snapshot {
+        stats::Snapshot {
+            connections: self.connections.load(Ordering::Relaxed),
+            events_total: self.events_total.load(Ordering::Relaxed),
+            events_per_second: f64::from_bits(self.rate.load(Ordering::Relaxed)),
+            uptime_ms: self.started.elapsed().as_millis() as u64,
+        }
+    }
+}
+
 /// Per-instance state of a plugin's store.
 pub struct HostState {
     wasi: WasiCtx,
@@ -77,11 +129,12 @@ pub struct HostState {
     plugin: Arc<str>,
     kv: Kv,
     started: Instant,
+    stats: Arc<ServerStats>,
 }
 
 impl HostState {
     /// A fresh state: no files, no environment, no sockets; output to `tracing`.
-    pub fn new(plugin: Arc<str>, kv: Kv, memory: usize) -> HostState {
+    pub fn new(plugin: Arc<str>, kv: Kv, memory: usize, stats: Arc<ServerStats>) -> HostState {
         let wasi = WasiCtxBuilder::new()
             .stdout(LogOutput {
                 plugin: plugin.clone(),
@@ -105,6 +158,7 @@ impl HostState {
             plugin,
             kv,
             started: Instant::now(),
+            stats,
         }
     }
 }
@@ -140,6 +194,12 @@ impl clock::Host for HostState {
 
     fn wall_ms(&mut self) -> u64 {
         crate::event::now_ms()
+    }
+}
+
+impl stats::Host for HostState {
+    fn current(&mut self) -> stats::Snapshot {
+        self.stats.snapshot()
     }
 }
 

@@ -36,6 +36,8 @@ pub const MAX_MEMORY: u64 = 64 << 20;
 pub const DEFAULT_MEMORY: u64 = 16 << 20;
 /// Default time limit per call.
 pub const DEFAULT_TIME: Duration = Duration::from_millis(50);
+/// Budget for starting an instance (instantiate, `describe`, `init`).
+pub const INIT_TIME: Duration = Duration::from_secs(2);
 /// Instances kept per plugin (more are created under contention, then dropped).
 const POOL_KEEP: usize = 8;
 /// Concurrent instances the engine's pool allows in all (kept and in use).
@@ -216,6 +218,7 @@ pub struct Runtime {
     cache: cache::ArtifactCache,
     kv: sled::Db,
     shared_kv: Option<(Arc<crate::log::streams::RedisLog>, String)>,
+    stats: Arc<host::ServerStats>,
     stop: Arc<AtomicBool>,
 }
 
@@ -247,6 +250,11 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(LoadError::Engine)?;
         bindings::base::Base::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(LoadError::Engine)?;
+        bindings::source::spout::plugin::stats::add_to_linker::<HostState, HasSelf<HostState>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(LoadError::Engine)?;
         let stop = Arc::new(AtomicBool::new(false));
         spawn_epoch_ticker(&engine, stop.clone());
         Ok(Runtime {
@@ -255,8 +263,14 @@ impl Runtime {
             linker,
             kv,
             shared_kv: None,
+            stats: Arc::default(),
             stop,
         })
+    }
+
+    /// The figures source plugins read through the `stats` import.
+    pub fn stats(&self) -> &Arc<host::ServerStats> {
+        &self.stats
     }
 
     /// Cluster mode: plugin key-value stores live in Redis under
@@ -316,6 +330,7 @@ impl Runtime {
             limits,
             engine: self.engine.clone(),
             kv,
+            stats: self.stats.clone(),
             pool: Mutex::new(Vec::new()),
             calls: metrics::counter!("spout_plugin_calls_total", &labels),
             latency: metrics::histogram!("spout_plugin_call_seconds", &labels),
@@ -450,6 +465,7 @@ pub struct Plugin {
     describe: String,
     engine: Engine,
     kv: host::Kv,
+    stats: Arc<host::ServerStats>,
     pool: Mutex<Vec<Instance>>,
     calls: Counter,
     latency: Histogram,
@@ -504,12 +520,24 @@ impl Plugin {
             self.name.clone(),
             self.kv.clone(),
             self.limits.memory as usize,
+            self.stats.clone(),
         );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_trap();
-        self.arm(&mut store);
-        let fail = |e: wasmtime::Error| InitFailure::Call(self.classify(e));
+        // Start-up (instantiate, describe, init) gets its own, wider budget:
+        // it runs once per instance and may build tables, and the per-call
+        // limit is wall time, which a loaded machine eats into.
+        store.set_epoch_deadline(INIT_TIME.as_millis() as u64);
+        let fail = |e: wasmtime::Error| {
+            InitFailure::Call(match self.classify(e) {
+                CallError::Timeout { plugin, .. } => CallError::Timeout {
+                    plugin,
+                    limit: INIT_TIME,
+                },
+                other => other,
+            })
+        };
         let exports = match &self.world {
             World::Auth(p) => p.instantiate(&mut store).map(Exports::Auth),
             World::Filter(p) => p.instantiate(&mut store).map(Exports::Filter),
@@ -538,12 +566,12 @@ impl Plugin {
             Ok(d) => d,
             Err(e) => return Err(fail(e)),
         };
-        self.arm(&mut store);
         match lifecycle!(call_init, &self.config) {
             Ok(Ok(())) => {}
             Ok(Err(msg)) => return Err(InitFailure::Init(msg)),
             Err(e) => return Err(fail(e)),
         }
+        self.arm(&mut store);
         Ok((Instance { store, exports }, describe))
     }
 

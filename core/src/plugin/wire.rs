@@ -157,7 +157,16 @@ pub fn decode(batch: &Batch) -> Result<Vec<Returned>, Malformed> {
                 Some(t) => Some(text(buf, t, i, "target")?.to_owned()),
                 None => None,
             };
+            if kind.contains(['\n', '\r']) {
+                return Err(Malformed {
+                    index: i,
+                    what: "kind has a line break".into(),
+                });
+            }
             let data = match serde_json::from_str::<&serde_json::value::RawValue>(data) {
+                // JSON goes on one `data:` line: line breaks between tokens
+                // (pretty-printed JSON) would end the frame early.
+                Ok(_) if data.contains(['\n', '\r']) => Data::Json(compact_json(data).into()),
                 Ok(_) => Data::Json(bytes::Bytes::copy_from_slice(data.trim().as_bytes())),
                 Err(_) => Data::Text(data.to_owned()),
             };
@@ -175,6 +184,28 @@ pub fn decode(batch: &Batch) -> Result<Vec<Returned>, Malformed> {
             })
         })
         .collect()
+}
+
+/// Removes the whitespace between the tokens of valid JSON (strings are
+/// kept as they are; JSON strings cannot hold raw line breaks).
+fn compact_json(json: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(json.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in json.as_bytes() {
+        if in_string {
+            out.push(b);
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+        } else if !matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+            in_string = b == b'"';
+            out.push(b);
+        }
+    }
+    out
 }
 
 /// Checks a filter's answer (ascending indices below `n`) and turns it into
@@ -212,6 +243,25 @@ mod tests {
         assert!(matches!(back[0].event.data, Data::Json(_)));
         assert_eq!(back[1].event.data, Data::Text("plain".into()));
         assert_eq!(back[1].event.kind, None);
+
+        // Pretty-printed JSON is compacted to one line; strings keep their spaces.
+        let mut p = BatchBuilder::default();
+        p.push(
+            1,
+            1,
+            "t",
+            None,
+            b"{\n  \"a b\": [1,\r\n 2],\n \"c\": \"x \\\" y\"\n}",
+            None,
+        );
+        let back = decode(p.batch()).unwrap();
+        assert_eq!(
+            back[0].event.data,
+            Data::Json(bytes::Bytes::from_static(br#"{"a b":[1,2],"c":"x \" y"}"#))
+        );
+        let mut k = BatchBuilder::default();
+        k.push(1, 1, "t", Some("a\nid: 9"), b"1", None);
+        assert!(decode(k.batch()).is_err());
 
         let mut bad = b.batch().clone();
         bad.events[1].data = Span {
