@@ -14,13 +14,21 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use support::*;
 
-fn browser_dir() -> PathBuf {
+/// Where the Node side of the browser tests lives (package.json, scripts).
+pub fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/browser")
 }
 
-/// Chromium and playwright-core, installed if missing; `None` (skip) only
-/// outside CI when they cannot be had.
-fn tools() -> Option<PathBuf> {
+/// Node, Chromium and playwright-core, installed if missing; `None` (skip)
+/// only outside CI when they cannot be had.
+pub fn tools() -> Option<PathBuf> {
+    let ci = std::env::var("CI").as_deref() == Ok("true");
+    let node = Command::new("node").arg("--version").output();
+    if !node.is_ok_and(|o| o.status.success()) {
+        assert!(!ci, "node is missing: CI must install Node.js");
+        eprintln!("skipping the browser test: node is missing");
+        return None;
+    }
     let chromium =
         PathBuf::from(std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()));
     if !chromium.exists() {
@@ -38,7 +46,7 @@ fn tools() -> Option<PathBuf> {
     let ready = chromium.exists() && dir.join("node_modules/playwright-core").is_dir();
     if !ready {
         assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
+            !ci,
             "chromium or playwright-core is missing and could not be installed"
         );
         eprintln!("skipping the browser test: chromium or playwright-core is missing");

@@ -10,16 +10,16 @@
 //! chromium`, `npm ci` in tests/browser); with `CI=true` a missing browser
 //! or node fails them, elsewhere they are skipped with a note.
 
+use crate::browser::{browser_dir, tools};
 use crate::support;
 
-use base64::Engine as _;
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use serde_json::{json, Value};
 use spout::app::App;
 use spout::config::Config;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -542,20 +542,6 @@ async fn notifications_reach_only_their_user_and_user_tokens_cannot_publish() {
 // ---------------------------------------------------------------------------
 // dashboard over HTTP: ticks arrive as gzipped batch frames
 
-fn gunzip_envelope(data: &str) -> String {
-    let v: Value = serde_json::from_str(data).unwrap();
-    assert_eq!(v["compressed"], true, "{data}");
-    assert_eq!(v["encoding"], "gzip", "{data}");
-    let gz = base64::engine::general_purpose::STANDARD
-        .decode(v["payload"].as_str().unwrap())
-        .unwrap();
-    let mut out = String::new();
-    flate2::read::GzDecoder::new(&gz[..])
-        .read_to_string(&mut out)
-        .unwrap();
-    out
-}
-
 /// The items of a batch frame's data, gunzipped when it is an envelope;
 /// whether it was.
 fn batch_items_of(data: &str) -> (Vec<Value>, bool) {
@@ -636,46 +622,6 @@ async fn dashboard_stream_batches_ticks_and_activity_and_gzips_big_frames() {
 
 // ---------------------------------------------------------------------------
 // The pages in Chromium (tests/browser/examples.mjs)
-
-fn browser_dir() -> PathBuf {
-    repo().join("tests/browser")
-}
-
-/// Chromium and playwright-core, installed if missing (as tests/browser.rs
-/// does); `None` (skip) only outside CI when they cannot be had.
-fn tools() -> Option<PathBuf> {
-    let ci = std::env::var("CI").as_deref() == Ok("true");
-    let node = Command::new("node").arg("--version").output();
-    if !node.is_ok_and(|o| o.status.success()) {
-        assert!(!ci, "node is missing: CI must install Node.js");
-        eprintln!("skipping the browser test: node is missing");
-        return None;
-    }
-    let chromium =
-        PathBuf::from(std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()));
-    if !chromium.exists() {
-        let _ = Command::new("apt-get")
-            .args(["install", "-y", "-qq", "chromium"])
-            .status();
-    }
-    let dir = browser_dir();
-    if !dir.join("node_modules/playwright-core").is_dir() {
-        let _ = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund"])
-            .current_dir(&dir)
-            .status();
-    }
-    let ready = chromium.exists() && dir.join("node_modules/playwright-core").is_dir();
-    if !ready {
-        assert!(
-            !ci,
-            "chromium or playwright-core is missing and could not be installed"
-        );
-        eprintln!("skipping the browser test: chromium or playwright-core is missing");
-        return None;
-    }
-    Some(chromium)
-}
 
 fn screenshot(name: &str) -> PathBuf {
     let artifacts = repo().join("target/test-artifacts");

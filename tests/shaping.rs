@@ -4,9 +4,7 @@
 
 use crate::support;
 
-use base64::Engine as _;
 use serde_json::{json, Value};
-use std::io::Read;
 use support::*;
 
 const PLUGINS: &str = r#"
@@ -52,20 +50,6 @@ fn batch_items(data: &str) -> Vec<Value> {
         .as_array()
         .cloned()
         .unwrap_or_else(|| panic!("not a JSON array: {data}"))
-}
-
-fn gunzip(envelope: &str) -> String {
-    let v: Value = serde_json::from_str(envelope).unwrap();
-    assert_eq!(v["compressed"], true, "{envelope}");
-    assert_eq!(v["encoding"], "gzip", "{envelope}");
-    let gz = base64::engine::general_purpose::STANDARD
-        .decode(v["payload"].as_str().unwrap())
-        .unwrap();
-    let mut out = String::new();
-    flate2::read::GzDecoder::new(&gz[..])
-        .read_to_string(&mut out)
-        .unwrap();
-    out
 }
 
 #[tokio::test]
@@ -230,7 +214,7 @@ compress = { plugin = "gz" }
         let got = s.events(3).await;
         assert_eq!(support::ids(&got), ids);
         assert_eq!(
-            serde_json::from_str::<Value>(&gunzip(&got[0].data)).unwrap(),
+            serde_json::from_str::<Value>(&gunzip_envelope(&got[0].data)).unwrap(),
             big
         );
         assert!(
@@ -242,7 +226,7 @@ compress = { plugin = "gz" }
         assert_eq!(got[1].data, r#"{"small":true}"#);
         // Text data round-trips to the same text, type kept.
         assert_eq!(got[2].kind, "log");
-        assert_eq!(gunzip(&got[2].data), text);
+        assert_eq!(gunzip_envelope(&got[2].data), text);
     }
     let got = plain.events(3).await;
     assert_eq!(serde_json::from_str::<Value>(&got[0].data).unwrap(), big);
@@ -273,7 +257,7 @@ compress = { plugin = "gz" }
     let e = sse.next().await;
     assert_eq!(e.kind, "batch");
     assert_eq!(e.last_id, ids[29].to_string());
-    let got = batch_items(&gunzip(&e.data));
+    let got = batch_items(&gunzip_envelope(&e.data));
     assert_eq!(got.len(), 30);
     assert_eq!(got[7]["data"]["i"], 7);
     assert_eq!(got[29]["id"], ids[29]);

@@ -480,3 +480,21 @@ pub fn check_env(config: &str, env: &[(&str, &str)]) -> (bool, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// The data inside a gzip envelope (`{"compressed":true,"encoding":"gzip",
+/// "payload":"<base64>"}`), decompressed.
+pub fn gunzip_envelope(data: &str) -> String {
+    use base64::Engine as _;
+    use std::io::Read as _;
+    let v: Value = serde_json::from_str(data).unwrap();
+    assert_eq!(v["compressed"], true, "{data}");
+    assert_eq!(v["encoding"], "gzip", "{data}");
+    let gz = base64::engine::general_purpose::STANDARD
+        .decode(v["payload"].as_str().unwrap())
+        .unwrap();
+    let mut out = String::new();
+    flate2::read::GzDecoder::new(&gz[..])
+        .read_to_string(&mut out)
+        .unwrap();
+    out
+}

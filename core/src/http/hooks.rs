@@ -3,7 +3,7 @@
 //! signature) and nothing is published, else its events are stored and
 //! their ids returned like `POST /publish`.
 
-use super::publish::read_body;
+use super::publish::read_limited;
 use super::{json_response, ApiError, Body};
 use crate::app::App;
 use crate::pipeline::Driver;
@@ -42,13 +42,7 @@ where
         .iter()
         .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
         .collect();
-    let limits = &app.config.server.limits;
-    let body = read_body(
-        req,
-        limits.max_body_bytes.as_u64() as usize,
-        app.config.server.body_timeout,
-    )
-    .await?;
+    let body = read_limited(app, req).await?;
     let plugin = src.plugin.clone();
     let result = tokio::task::spawn_blocking(move || plugin.on_input(&body, &headers))
         .await

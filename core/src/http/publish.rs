@@ -71,8 +71,7 @@ where
             format!("content-type {content_type:?} is not supported; use application/json or application/x-ndjson"),
         )
     })?;
-    let max_body = limits.max_body_bytes.as_u64() as usize;
-    let body = read_body(req, max_body, app.config.server.body_timeout).await?;
+    let body = read_limited(app, req).await?;
     let max_event = limits.max_event_bytes.as_u64() as usize;
     let events = parse_body(format, &body, max_event)?;
     if let Some(who) = &publisher {
@@ -200,6 +199,17 @@ fn transform(
             Ok(e)
         })
         .collect()
+}
+
+/// Reads a publish-like body under the server's `max_body_bytes` and
+/// `body_timeout`.
+pub async fn read_limited<B>(app: &App, req: Request<B>) -> Result<Bytes, ApiError>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let max = app.config.server.limits.max_body_bytes.as_u64() as usize;
+    read_body(req, max, app.config.server.body_timeout).await
 }
 
 /// Reads the body up to `max` bytes; a body that stalls for `idle` is cut off.

@@ -3,7 +3,7 @@
 use super::{verify, Claims};
 use crate::app::App;
 use crate::event::{Data, Extra, NewEvent};
-use crate::http::publish::{log_error, read_body};
+use crate::http::publish::{log_error, read_limited};
 use crate::http::{ApiError, Body, Conn};
 use crate::publish::check_field;
 use crate::topic::validate_topic;
@@ -173,12 +173,7 @@ where
         ));
     }
     let limits = &app.config.server.limits;
-    let body = read_body(
-        req,
-        limits.max_body_bytes.as_u64() as usize,
-        app.config.server.body_timeout,
-    )
-    .await?;
+    let body = read_limited(app, req).await?;
     let update = parse_form(
         &body,
         limits.max_topics,
