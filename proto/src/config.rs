@@ -587,17 +587,135 @@ impl Config {
             text: text.into(),
         };
         let at = |span: Option<std::ops::Range<usize>>| span.map_or(0, |s| s.start);
-        let de = toml::Deserializer::parse(text)
+        let root = toml::de::DeTable::parse(text)
             .map_err(|e| origin.invalid(at(e.span()), None, e.message().trim().to_string()))?;
+        check_tables(&origin, root.get_ref(), "")?;
+        let de = toml::de::Deserializer::from(root);
         let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            let key = (path != ".").then_some(path);
+            let key = key_path(e.path());
             let inner = e.into_inner();
             origin.invalid(at(inner.span()), key, inner.message().trim().to_string())
         })?;
         config.origin = origin;
         Ok(config)
     }
+}
+
+/// Sections and sub-tables the config defines. serde's derive also reads a
+/// struct from an array, by position (`hub = [5, "2s"]`), which a strict,
+/// key-named format must not accept; these must be tables. `*` is any key,
+/// `[]` any element of an array of tables.
+const TABLES: &[&str] = &[
+    "server",
+    "server.cors",
+    "server.limits",
+    "server.tls",
+    "hub",
+    "log",
+    "log.retention",
+    "plugins",
+    "plugins.*",
+    "plugins.*.config",
+    "plugins.*.limits",
+    "stream[]",
+    "stream[].batch",
+    "stream[].compress",
+    "publish",
+    "source[]",
+    "static[]",
+    "mercure",
+    "cluster",
+];
+
+/// Whether `path` (keys joined by `.`, array elements as `[]`) is `pattern`.
+fn path_is(path: &str, pattern: &str) -> bool {
+    let (mut p, mut q) = (path.split('.'), pattern.split('.'));
+    loop {
+        match (p.next(), q.next()) {
+            (None, None) => return true,
+            (Some(a), Some(b)) if a == b || b == "*" => {}
+            _ => return false,
+        }
+    }
+}
+
+/// Refuses a non-table value where [`TABLES`] expects a table, naming its key.
+fn check_tables(
+    origin: &Origin,
+    table: &toml::de::DeTable<'_>,
+    prefix: &str,
+) -> Result<(), ConfigError> {
+    for (key, value) in table.iter() {
+        let k = key.get_ref();
+        let path = if prefix.is_empty() {
+            k.to_string()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        check_value(origin, value, &path)?;
+    }
+    Ok(())
+}
+
+fn check_value(
+    origin: &Origin,
+    value: &toml::Spanned<toml::de::DeValue<'_>>,
+    path: &str,
+) -> Result<(), ConfigError> {
+    let wants_table = TABLES.iter().any(|t| path_is(path, t));
+    match value.get_ref() {
+        toml::de::DeValue::Table(t) => check_tables(origin, t, path),
+        toml::de::DeValue::Array(items) if !wants_table => {
+            let element = format!("{path}[]");
+            items
+                .iter()
+                .try_for_each(|item| check_value(origin, item, &element))
+        }
+        _ if wants_table => Err(origin.invalid(
+            value.span().start,
+            Some(path.replace("[]", "[…]")),
+            "expected a table (`[section]` or `{ key = value }`)".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The dotted TOML key of an error: `server.limits.max_topics`,
+/// `stream[0].auth`, `server."a.b"`; serde's internal segments (those of
+/// `Spanned`) left out. `None` for the document itself.
+fn key_path(path: &serde_path_to_error::Path) -> Option<String> {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for seg in path.iter() {
+        match seg {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if key.starts_with("$__serde") {
+                    continue;
+                }
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                let bare = !key.is_empty()
+                    && key
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+                if bare {
+                    out.push_str(key);
+                } else {
+                    // A TOML basic string: JSON's escapes are valid there.
+                    out.push_str(&serde_json::to_string(key).unwrap_or_default());
+                }
+            }
+            Segment::Unknown => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push('?');
+            }
+        }
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 /// 1-based line and column (in characters) of byte `offset` in `text`.
@@ -663,6 +781,53 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("server.heartbeat"), "{err}");
+    }
+
+    #[test]
+    fn key_paths_are_toml_keys_without_serde_internals() {
+        let key = |text: &str| match parse(text).unwrap_err() {
+            ConfigError::Invalid { key, .. } => key,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            key("[plugins.x]\nuse = 1\n").as_deref(),
+            Some("plugins.x.use")
+        );
+        assert_eq!(key("[server]\n\"\" = 1\n").as_deref(), Some("server.\"\""));
+        assert_eq!(key("[server.\"a.b\"]\n").as_deref(), Some("server.\"a.b\""));
+        assert_eq!(
+            key("[[stream]]\npath = 1\n").as_deref(),
+            Some("stream[0].path")
+        );
+    }
+
+    #[test]
+    fn sections_are_tables_never_arrays() {
+        for (text, key) in [
+            ("hub = [5, \"2s\"]\n", "hub"),
+            ("server = { limits = [7] }\n", "server.limits"),
+            (
+                "[[stream]]\npath = \"/e\"\nbatch = [\"b\", \"1s\"]\n",
+                "stream[…].batch",
+            ),
+            ("[[mercure]]\n", "mercure"),
+            ("[plugins]\nx = 1\n", "plugins.x"),
+        ] {
+            match parse(text).unwrap_err() {
+                ConfigError::Invalid {
+                    key: Some(k),
+                    message,
+                    ..
+                } => {
+                    assert_eq!(k, key, "{text}");
+                    assert!(message.contains("expected a table"), "{message}");
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        // Arrays where arrays belong still parse.
+        parse("[server.cors]\norigins = [\"*\"]\n[[stream]]\npath = \"/e\"\nfilters = []\n")
+            .unwrap();
     }
 
     #[test]
