@@ -90,27 +90,36 @@ pub async fn run(
                     let watcher = graceful.watcher();
                     let tls = tls.clone();
                     let handshake_timeout = cfg.header_timeout;
-                    tracker.spawn(async move {
-                        let kill = conn.kill.clone();
-                        let svc = service_fn(move |req| http::handle(app.clone(), conn.clone(), req));
-                        let Some(tls) = tls else {
-                            let served = watcher.watch(builder.serve_connection(TokioIo::new(stream), svc));
-                            return finish(served, kill, peer).await;
-                        };
-                        let stream = match tokio::time::timeout(handshake_timeout, tls.acceptor().accept(stream)).await {
-                            Ok(Ok(s)) => s,
-                            Ok(Err(err)) => {
-                                tracing::debug!(%peer, error = %err, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(%peer, "TLS handshake timed out");
-                                return;
-                            }
-                        };
-                        let served = watcher.watch(builder.serve_connection(TokioIo::new(stream), svc));
-                        finish(served, kill, peer).await;
-                    });
+                    let kill = conn.kill.clone();
+                    let svc = service_fn(move |req| http::handle(app.clone(), conn.clone(), req));
+                    // Two tasks, not one with two branches: a task's cell is
+                    // as big as its largest state, and a TLS connection's
+                    // (rustls state inline) made every plain one ~4 KiB bigger.
+                    match tls {
+                        None => {
+                            tracker.spawn(async move {
+                                let served = watcher.watch(builder.serve_connection(TokioIo::new(stream), svc));
+                                finish(served, kill, peer).await;
+                            });
+                        }
+                        Some(tls) => {
+                            tracker.spawn(async move {
+                                let stream = match tokio::time::timeout(handshake_timeout, tls.acceptor().accept(stream)).await {
+                                    Ok(Ok(s)) => s,
+                                    Ok(Err(err)) => {
+                                        tracing::debug!(%peer, error = %err, "TLS handshake failed");
+                                        return;
+                                    }
+                                    Err(_) => {
+                                        tracing::debug!(%peer, "TLS handshake timed out");
+                                        return;
+                                    }
+                                };
+                                let served = watcher.watch(builder.serve_connection(TokioIo::new(stream), svc));
+                                finish(served, kill, peer).await;
+                            });
+                        }
+                    }
                 }
                 Err(err) => {
                     // Out of file descriptors and similar: back off, do not spin or exit.
