@@ -301,3 +301,44 @@ async fn shutdown_sends_the_open_window_before_saying_goodbye() {
     assert_eq!(bye["last_id"], ids[1]);
     stopping.await.unwrap();
 }
+
+/// Calls the stock `gzip` instance `gz` has served so far.
+async fn gz_calls(server: &Server) -> u64 {
+    let (_, stats) = server.get_json("/stats").await;
+    stats["pipeline"]["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "gz")
+        .unwrap_or_else(|| panic!("no gz in {stats}"))["calls"]
+        .as_u64()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_route_encodes_each_event_once_for_all_its_subscribers() {
+    let (server, mut first) =
+        start_subscribed("compress = { plugin = \"gz\" }", "t&accept-encoding=gzip").await;
+    let big = |i: u32| json!({"i": i, "rows": vec!["the same row of text"; 40]});
+    let ids = server
+        .publish(json!([{"topic": "t", "data": big(1)}, {"topic": "t", "data": big(2)}]))
+        .await;
+    let got = first.events(2).await;
+    assert_eq!(support::ids(&got), ids);
+    assert_eq!(gz_calls(&server).await, 2, "one call per event");
+    // Three more subscribers replay the same events: served from the
+    // route's envelopes, identical bytes, no further plugin calls.
+    for _ in 0..3 {
+        let mut late = server
+            .sse("/events?topic=t&accept-encoding=gzip&lastEventId=0", &[])
+            .await;
+        late.connected().await;
+        let again = late.events(2).await;
+        assert_eq!(again, got);
+        assert_eq!(
+            serde_json::from_str::<Value>(&gunzip_envelope(&again[1].data)).unwrap(),
+            big(2)
+        );
+    }
+    assert_eq!(gz_calls(&server).await, 2, "still one call per event");
+}

@@ -10,18 +10,22 @@
 //!   see an envelope. Encoded data is sent as
 //!   `{"compressed":true,"encoding":"gzip","payload":"<base64>"}`.
 //!
+//! Unbatched events are encoded once per route (a short cache by event id
+//! shared by its subscribers), not once per subscriber.
+//!
 //! Plugin calls block: [`Shape::render`] runs on a blocking thread. A failed
 //! call (counted and logged by the plugin host) sends the events unmerged or
 //! uncompressed: shaping never loses an event.
 
-use crate::event::{Data, DataRef, Event};
+use crate::event::{DataRef, Event};
 use crate::pipeline::BatchStage;
 use crate::plugin::wire::BatchBuilder;
 use crate::plugin::Plugin;
 use crate::sse;
 use base64::Engine as _;
-use bytes::BytesMut;
-use std::sync::Arc;
+use bytes::{Bytes, BytesMut};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The query parameter and header a subscriber names accepted encodings in.
@@ -35,7 +39,7 @@ pub struct Shape {
     /// Window batching.
     pub batch: Option<BatchStage>,
     /// Compression, with the encodings this subscriber accepts.
-    pub compress: Option<(Arc<Plugin>, Vec<String>)>,
+    pub compress: Option<(Arc<Compressor>, Vec<String>)>,
 }
 
 impl Shape {
@@ -83,11 +87,7 @@ impl Shape {
                     self.merge(&b.plugin, window, &mut out);
                 }
             }
-            None => {
-                for e in events {
-                    self.frame(&mut out, e.id, e.kind.as_deref(), e.data.as_ref());
-                }
-            }
+            None => self.frames(&mut out, events),
         }
         out
     }
@@ -104,9 +104,7 @@ impl Shape {
             Ok(m) => m,
             Err(_) => {
                 // Counted and logged by the plugin host: send them unmerged.
-                for e in window {
-                    self.frame(out, e.id, e.kind.as_deref(), e.data.as_ref());
-                }
+                self.frames(out, window);
                 return;
             }
         };
@@ -129,34 +127,100 @@ impl Shape {
         }
     }
 
-    /// One frame, its data encoded if the subscriber accepts the encoding.
-    fn frame(&self, out: &mut BytesMut, id: u64, kind: Option<&str>, data: DataRef<'_>) {
-        if let Some(encoded) = self.encode(data) {
-            sse::put_event(out, id, kind, encoded.as_ref());
-        } else {
-            sse::put_event(out, id, kind, data);
+    /// Events as they are, data encoded where the subscriber accepts it.
+    /// Each event's envelope comes from the route's cache, so N subscribers
+    /// cost one plugin call per event, not N.
+    fn frames(&self, out: &mut BytesMut, events: &[Arc<Event>]) {
+        for e in events {
+            let data = e.data.as_ref();
+            let encoded = self.compress.as_ref().and_then(|(c, accepted)| {
+                c.envelope_of(e.id, data)
+                    .filter(|(enc, _)| accepted.iter().any(|a| **a == **enc))
+            });
+            match encoded {
+                Some((_, envelope)) => {
+                    sse::put_event(out, e.id, e.kind.as_deref(), DataRef::Json(&envelope))
+                }
+                None => sse::put_event(out, e.id, e.kind.as_deref(), data),
+            }
         }
     }
 
-    fn encode(&self, data: DataRef<'_>) -> Option<Data> {
-        let (plugin, accepted) = self.compress.as_ref()?;
+    /// One merged frame (its data is this connection's own: not cached).
+    fn frame(&self, out: &mut BytesMut, id: u64, kind: Option<&str>, data: DataRef<'_>) {
+        let encoded = self.compress.as_ref().and_then(|(c, accepted)| {
+            c.envelope(data)
+                .filter(|(enc, _)| accepted.iter().any(|a| **a == **enc))
+        });
+        match encoded {
+            Some((_, envelope)) => sse::put_event(out, id, kind, DataRef::Json(&envelope)),
+            None => sse::put_event(out, id, kind, data),
+        }
+    }
+}
+
+/// Encoded data: the encoding and the JSON envelope to send instead.
+type Envelope = (Box<str>, Bytes);
+
+/// Envelopes remembered per route (by event id).
+const RECENT: usize = 256;
+
+/// A route's compress stage: the plugin and the envelopes it made for the
+/// latest events, shared by every subscriber of the route.
+#[derive(Debug)]
+pub struct Compressor {
+    plugin: Arc<Plugin>,
+    recent: Mutex<VecDeque<(u64, Option<Envelope>)>>,
+}
+
+impl Compressor {
+    /// A compress stage around `plugin`.
+    pub fn new(plugin: Arc<Plugin>) -> Compressor {
+        Compressor {
+            plugin,
+            recent: Mutex::new(VecDeque::with_capacity(RECENT)),
+        }
+    }
+
+    /// The compress plugin.
+    pub fn plugin(&self) -> &Arc<Plugin> {
+        &self.plugin
+    }
+
+    /// The envelope of logged event `id`, made once and remembered for the
+    /// route's other subscribers.
+    fn envelope_of(&self, id: u64, data: DataRef<'_>) -> Option<Envelope> {
+        let lock = || self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, known)) = lock().iter().rev().find(|(i, _)| *i == id) {
+            return known.clone();
+        }
+        // Encoded outside the lock; two subscribers may race to make the
+        // same envelope, which is harmless.
+        let made = self.envelope(data);
+        let mut recent = lock();
+        if recent.len() == RECENT {
+            recent.pop_front();
+        }
+        recent.push_back((id, made.clone()));
+        made
+    }
+
+    /// Encodes `data` into an envelope, or `None` to send it as it is.
+    fn envelope(&self, data: DataRef<'_>) -> Option<Envelope> {
         let bytes = match data {
             DataRef::Text(t) => t.as_bytes(),
             DataRef::Json(j) => j,
         };
         // A failed call is counted and logged by the plugin host.
-        let encoded = plugin.encode(bytes).ok()??;
-        if !accepted.contains(&encoded.encoding) {
-            return None;
-        }
+        let encoded = self.plugin.encode(bytes).ok()??;
         let envelope = serde_json::json!({
             "compressed": true,
             "encoding": encoded.encoding,
             "payload": base64::engine::general_purpose::STANDARD.encode(&encoded.data),
-        });
-        let envelope = envelope.to_string();
+        })
+        .to_string();
         // base64 and the envelope add a third and ~55 bytes: only send it
         // when it is still smaller than the data itself.
-        (envelope.len() < bytes.len()).then(|| Data::Json(envelope.into()))
+        (envelope.len() < bytes.len()).then(|| (encoded.encoding.into(), envelope.into()))
     }
 }

@@ -100,7 +100,7 @@ pub fn stats(app: &App) -> Response<Body> {
                         "window": humantime::format_duration(b.window).to_string(),
                         "max": b.max,
                     })),
-                    "compress": r.compress.as_ref().map(|p| p.name()),
+                    "compress": r.compress.as_ref().map(|c| c.plugin().name()),
                 })).collect::<Vec<_>>(),
                 "sources": pipeline.sources.iter().map(|s| {
                     let mut v = json!({ "plugin": s.plugin.name() });

@@ -19,10 +19,29 @@ use std::sync::Arc;
 /// follows its rules.
 pub const DEFAULT_STREAM: &str = "/events";
 
-/// Paths stream routes may not take.
-const RESERVED: &[&str] = &[
-    "/", "/publish", "/tickets", "/poll", "/metrics", "/healthz", "/readyz", "/stats",
+/// Spout's own paths: stream and static routes may not take them or a
+/// path below them (nor `/`, the console's).
+const OWN_PATHS: &[&str] = &[
+    "/publish",
+    "/tickets",
+    "/poll",
+    "/metrics",
+    "/healthz",
+    "/readyz",
+    "/stats",
+    "/hooks",
+    "/connections",
+    "/.well-known",
 ];
+
+/// Whether `path` is `/` or one of [`OWN_PATHS`] or below one.
+fn is_own_path(path: &str) -> bool {
+    path == "/"
+        || OWN_PATHS.iter().any(|own| {
+            path.strip_prefix(own)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
+}
 
 /// A filter in a route, with what its failure means.
 #[derive(Debug, Clone)]
@@ -45,7 +64,7 @@ pub struct Route {
     /// Window batching, if configured.
     pub batch: Option<BatchStage>,
     /// Compression for subscribers that accept it, if configured.
-    pub compress: Option<Arc<Plugin>>,
+    pub compress: Option<Arc<crate::shape::Compressor>>,
 }
 
 /// A stream's batch stage: the plugin and the window the host keeps.
@@ -230,11 +249,7 @@ impl Pipeline {
                     format!("{route}: a path starts with `/` and has no query"),
                 ));
             }
-            if RESERVED.contains(&path.as_str())
-                || path.starts_with("/.well-known/")
-                || path.starts_with("/connections/")
-                || path.starts_with("/hooks/")
-            {
+            if is_own_path(path) {
                 return Err(origin.error(
                     r.path.span(),
                     format!("stream[{i}].path"),
@@ -281,12 +296,12 @@ impl Pipeline {
                 None => None,
             };
             let compress = match &r.compress {
-                Some(c) => Some(lookup(
+                Some(c) => Some(Arc::new(crate::shape::Compressor::new(lookup(
                     &c.plugin,
                     format!("stream[{i}].compress.plugin"),
                     Kind::Compress,
                     &route,
-                )?),
+                )?))),
                 None => None,
             };
             streams.push(Route {
@@ -407,20 +422,7 @@ impl Pipeline {
                 ));
             }
             let taken = (path.is_empty() && config.server.console)
-                || [
-                    "/publish",
-                    "/tickets",
-                    "/poll",
-                    "/metrics",
-                    "/healthz",
-                    "/readyz",
-                    "/stats",
-                    "/hooks",
-                    "/connections",
-                    "/.well-known",
-                ]
-                .iter()
-                .any(|r| path == *r || path.starts_with(&format!("{r}/")))
+                || is_own_path(path)
                 || streams.iter().any(|s| s.path == path);
             if taken {
                 return Err(origin.error(
