@@ -81,8 +81,10 @@ struct Shaper {
     shape: Arc<Shape>,
     /// Events of the open window (ids above the stream's cursor).
     pending: Vec<Arc<Event>>,
-    /// When the open window closes.
+    /// When the open window closes (one timer per stream, reset per window).
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Whether a window is open (`deadline` counts).
+    open: bool,
     /// Merging/encoding on a blocking thread (plugin calls).
     work: Option<JoinHandle<BytesMut>>,
 }
@@ -90,7 +92,7 @@ struct Shaper {
 impl Shaper {
     /// Closes the window: renders its events off the async workers.
     fn flush(&mut self) {
-        self.deadline = None;
+        self.open = false;
         let events = std::mem::take(&mut self.pending);
         self.render(events);
     }
@@ -101,8 +103,40 @@ impl Shaper {
         let full = self.pending.len() / max * max;
         let rest = self.pending.split_off(full);
         let events = std::mem::replace(&mut self.pending, rest);
-        self.deadline = None;
+        self.open = false;
         self.render(events);
+    }
+
+    /// Opens a window of `window` from now.
+    fn open_window(&mut self, window: Duration) {
+        let at = tokio::time::Instant::now() + window;
+        match &mut self.deadline {
+            Some(sleep) => sleep.as_mut().reset(at),
+            None => self.deadline = Some(Box::pin(tokio::time::sleep_until(at))),
+        }
+        self.open = true;
+    }
+
+    /// Whether the open window's time is up (registers the waker if not).
+    fn window_closed(&mut self, cx: &mut Context<'_>) -> bool {
+        match &mut self.deadline {
+            Some(sleep) if self.open => sleep.as_mut().poll(cx).is_ready(),
+            _ => false,
+        }
+    }
+
+    /// The rendered frames once the render in flight is done; `None` when
+    /// there is none.
+    fn poll_work(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<BytesMut, tokio::task::JoinError>>> {
+        let Some(work) = &mut self.work else {
+            return Poll::Ready(None);
+        };
+        let rendered = ready!(Pin::new(work).poll(cx));
+        self.work = None;
+        Poll::Ready(Some(rendered))
     }
 
     fn render(&mut self, events: Vec<Arc<Event>>) {
@@ -134,8 +168,8 @@ impl Shaper {
                 if self.pending.len() >= max {
                     self.flush_full(max);
                 }
-                if !self.pending.is_empty() && self.deadline.is_none() {
-                    self.deadline = Some(Box::pin(tokio::time::sleep(window)));
+                if !self.pending.is_empty() && !self.open {
+                    self.open_window(window);
                 }
             }
         }
@@ -200,6 +234,7 @@ impl EventStream {
                 shape: Arc::new(shape),
                 pending: Vec::new(),
                 deadline: None,
+                open: false,
                 work: None,
             })
         });
@@ -332,9 +367,7 @@ impl Body for EventStream {
                     if sh.work.is_none() {
                         sh.flush();
                     }
-                    if let Some(work) = &mut sh.work {
-                        let rendered = ready!(Pin::new(work).poll(cx));
-                        sh.work = None;
+                    if let Some(rendered) = ready!(sh.poll_work(cx)) {
                         if let Some(frames) = rendered.ok().filter(|f| !f.is_empty()) {
                             return Poll::Ready(Some(Ok(Frame::data(frames.freeze()))));
                         }
@@ -358,26 +391,21 @@ impl Body for EventStream {
             }
             if let Some(sh) = this.shaper.as_deref_mut() {
                 // A rendered window goes out before anything newer.
-                if let Some(work) = &mut sh.work {
-                    let rendered = ready!(Pin::new(work).poll(cx));
-                    sh.work = None;
-                    match rendered {
-                        Ok(frames) if !frames.is_empty() => {
-                            return Poll::Ready(Some(Ok(Frame::data(frames.freeze()))));
-                        }
-                        Ok(_) => {}
-                        Err(err) => {
-                            tracing::error!(error = %err, "batch render failed; closing stream");
-                            this.done = true;
-                        }
+                match ready!(sh.poll_work(cx)) {
+                    Some(Ok(frames)) if !frames.is_empty() => {
+                        return Poll::Ready(Some(Ok(Frame::data(frames.freeze()))));
                     }
-                    continue;
-                }
-                if let Some(deadline) = &mut sh.deadline {
-                    if deadline.as_mut().poll(cx).is_ready() {
-                        sh.flush();
+                    Some(Ok(_)) => continue,
+                    Some(Err(err)) => {
+                        tracing::error!(error = %err, "batch render failed; closing stream");
+                        this.done = true;
                         continue;
                     }
+                    None => {}
+                }
+                if sh.window_closed(cx) {
+                    sh.flush();
+                    continue;
                 }
             }
             match &mut this.mode {
