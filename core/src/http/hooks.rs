@@ -37,29 +37,20 @@ where
             format!("no webhook named {name:?}"),
         ));
     };
-    let headers: Vec<(String, String)> = req
-        .headers()
-        .iter()
-        .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
-        .collect();
+    let headers = crate::pipeline::auth::header_pairs(req.headers());
     let body = read_limited(app, req).await?;
     let plugin = src.plugin.clone();
+    let failed = |e: &dyn std::fmt::Display| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "source_failed",
+            e.to_string(),
+        )
+    };
     let result = tokio::task::spawn_blocking(move || plugin.on_input(&body, &headers))
         .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "source_failed",
-                e.to_string(),
-            )
-        })?
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "source_failed",
-                e.to_string(),
-            )
-        })?;
+        .map_err(|e| failed(&e))?
+        .map_err(|e| failed(&e))?;
     let returned = result.map_err(|d| {
         // A refusal: the plugin's status if it is a client error, else 400.
         let status = StatusCode::from_u16(d.status)

@@ -20,6 +20,20 @@ pub struct Authorized {
     pub allowed: Vec<Selector>,
 }
 
+/// Headers as plugins see them: (lower-case name, value) pairs, values
+/// that are not UTF-8 decoded lossily.
+pub fn header_pairs(headers: &http::HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
+
 /// The request as an auth plugin sees it (header names lower-case).
 pub fn plugin_request<B>(
     req: &Request<B>,
@@ -30,16 +44,7 @@ pub fn plugin_request<B>(
         method: req.method().as_str().to_owned(),
         path: req.uri().path().to_owned(),
         query: query.to_vec(),
-        headers: req
-            .headers()
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str().to_owned(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect(),
+        headers: header_pairs(req.headers()),
         remote_addr: peer.to_string(),
     }
 }

@@ -39,7 +39,8 @@ struct TailState {
     file: Option<File>,
     /// (device, inode) of `file`.
     ident: Option<(u64, u64)>,
-    /// Bytes of `file` consumed (complete lines sent plus `partial`).
+    /// Bytes of `file` accounted for: lines delivered (or dropped as too
+    /// long); `partial` follows it.
     pos: u64,
     /// Bytes read after the last newline.
     partial: Vec<u8>,
@@ -196,16 +197,18 @@ impl Tailer {
 
     /// Reads the open file to its end, delivering complete lines in chunks.
     fn drain(&self, st: &mut TailState) -> std::io::Result<()> {
-        let mut buf = vec![0u8; CHUNK];
         loop {
             let Some(file) = st.file.as_mut() else {
                 return Ok(());
             };
-            let n = file.read(&mut buf)?;
+            // Straight into the line buffer, at most a chunk at a time.
+            let n = file
+                .by_ref()
+                .take(CHUNK as u64)
+                .read_to_end(&mut st.partial)?;
             if n == 0 {
                 return Ok(());
             }
-            st.partial.extend_from_slice(&buf[..n]);
             let Some(last_nl) = memchr::memrchr(b'\n', &st.partial) else {
                 if st.partial.len() > MAX_LINE {
                     tracing::warn!(path = %self.path.display(), bytes = st.partial.len(), "line too long; dropped");
