@@ -491,6 +491,53 @@ fn the_custom_filter_example_config_is_valid() {
     assert!(ok, "{stderr}");
 }
 
+#[tokio::test]
+async fn replacing_a_plugin_file_reloads_it_for_open_connections() {
+    let tmp = tempfile::tempdir().unwrap();
+    let plugin = tmp.path().join("mine.wasm");
+    std::fs::copy(
+        format!("{}/only_mine.wasm", env!("SPOUT_TEST_WASM_DIR")),
+        &plugin,
+    )
+    .unwrap();
+    let config = "[server]\ninsecure_user_param = true\n\n[plugins.mine]\nuse = \"mine.wasm\"\n\n[[stream]]\npath = \"/events\"\nfilters = [\"mine\"]\n";
+    std::fs::write(tmp.path().join("config.toml"), config).unwrap();
+    let mut cfg = spout::config::Config::load(&tmp.path().join("config.toml")).unwrap();
+    cfg.log.path = tmp.path().join("data");
+    cfg.plugin_cache = Some(plugin_cache());
+    let server = Server::start_in(tmp.path(), move |c| *c = cfg).await;
+    let mut ann = server.sse("/events?topic=docs&user=ann", &[]).await;
+    ann.connected().await;
+    server
+        .publish(json!([{"topic": "docs", "data": {"owner": "bob"}}, {"topic": "docs", "data": {"owner": "ann"}}]))
+        .await;
+    assert_eq!(ann.data(1).await, [r#"{"owner":"ann"}"#]);
+
+    // A rebuild replaces the file (written aside, renamed over it, as
+    // editors and some build tools do): the pipeline reloads with the new
+    // component and Ann's open connection runs it.
+    let aside = tmp.path().join("mine.wasm.new");
+    std::fs::copy(test_wasm("trap"), &aside).unwrap();
+    std::fs::rename(&aside, &plugin).unwrap();
+    let stats = wait_stats(server.addr, |s| s["pipeline"]["generation"] == 2).await;
+    let describe = |stats: &Value| {
+        stats["pipeline"]["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "mine")
+            .unwrap()["describe"]["name"]
+            .clone()
+    };
+    assert_eq!(describe(&stats), "trap", "{stats}");
+    server
+        .publish(json!({"topic": "docs", "data": {"owner": "ann"}}))
+        .await;
+    let stats = wait_stats(server.addr, |s| plugin_stat(s, "mine", "errors") >= 1).await;
+    assert_eq!(describe(&stats), "trap");
+    server.stop().await;
+}
+
 fn filter_config(condition: &str) -> String {
     format!(
         r#"
