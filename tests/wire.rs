@@ -151,3 +151,112 @@ async fn http2_prior_knowledge_streams_events() {
     assert_eq!(streams[2].next().await.data, "over h2");
     server.stop().await;
 }
+
+/// Reads from a raw socket until `needle` has arrived (or fails after 10 s).
+async fn read_until(sock: &mut tokio::net::TcpStream, got: &mut Vec<u8>, needle: &str) {
+    use tokio::io::AsyncReadExt;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !String::from_utf8_lossy(got).contains(needle) {
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout_at(deadline, sock.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("no {needle:?} in {:?}", String::from_utf8_lossy(got)))
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed before {needle:?}: {:?}",
+            String::from_utf8_lossy(got)
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[tokio::test]
+async fn plain_http1_streams_are_exact_chunks_and_the_connection_lives_on_after_an_error() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = Server::start(|_| {}).await;
+
+    // An error on a stream route, then another request on the same connection.
+    let mut sock = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    sock.write_all(b"GET /events HTTP/1.1\r\nhost: spout\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    read_until(&mut sock, &mut got, "}").await;
+    let text = String::from_utf8(std::mem::take(&mut got)).unwrap();
+    assert!(text.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{text}");
+    assert!(
+        text.contains("content-type: application/json\r\n"),
+        "{text}"
+    );
+    assert!(text.contains("\r\ndate: "), "{text}");
+    let body = text.split("\r\n\r\n").nth(1).unwrap();
+    assert!(
+        text.contains(&format!("content-length: {}\r\n", body.len())),
+        "{text}"
+    );
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(body).unwrap()["error"],
+        "missing_topic"
+    );
+    sock.write_all(b"GET /healthz HTTP/1.1\r\nhost: spout\r\n\r\n")
+        .await
+        .unwrap();
+    read_until(&mut sock, &mut got, "\r\n\r\n").await;
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200 OK\r\n"));
+    got.clear();
+    drop(sock);
+
+    // A stream: chunked framing byte for byte, one chunk per event here.
+    let mut sock = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    sock.write_all(
+        b"GET /events?topic=chunks HTTP/1.1\r\nhost: spout\r\nconnection: keep-alive\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    read_until(&mut sock, &mut got, "event: connected").await;
+    read_until(&mut sock, &mut got, "]}\n\n\r\n").await;
+    let text = String::from_utf8(std::mem::take(&mut got)).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(
+        head.contains("\r\ncontent-type: text/event-stream"),
+        "{head}"
+    );
+    assert!(head.contains("\r\ntransfer-encoding: chunked"), "{head}");
+    assert!(!head.contains("content-length"), "{head}");
+    let (size, prelude) = body.split_once("\r\n").unwrap();
+    assert_eq!(usize::from_str_radix(size, 16).unwrap() + 2, prelude.len());
+    assert!(prelude.starts_with("retry: 3000\n\nevent: connected\n"));
+    server
+        .publish(json!({"topic":"chunks","data":"hello"}))
+        .await;
+    read_until(&mut sock, &mut got, "hello\n\n\r\n").await;
+    let frame = "id: 1\ndata: hello\n\n";
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        format!("{:x}\r\n{frame}\r\n", frame.len())
+    );
+    got.clear();
+
+    // The client leaving is noticed while the stream is idle.
+    wait_stats(server.addr, |s| s["connections"] == 1).await;
+    drop(sock);
+    wait_stats(server.addr, |s| s["connections"] == 0).await;
+
+    // Shutdown: `event: shutdown`, then the last chunk, then close.
+    let mut sock = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    sock.write_all(b"GET /events?topic=chunks HTTP/1.1\r\nhost: spout\r\n\r\n")
+        .await
+        .unwrap();
+    read_until(&mut sock, &mut got, "event: connected").await;
+    server.stop().await;
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), sock.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    let rest = String::from_utf8(rest).unwrap();
+    assert!(rest.contains("event: shutdown\n"), "{rest}");
+    assert!(rest.ends_with("\n\n\r\n0\r\n\r\n"), "{rest}");
+}

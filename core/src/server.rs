@@ -7,6 +7,7 @@
 //! period (then drop them), stop the ticker, and flush and close the log.
 
 use crate::app::App;
+use crate::http::direct::First;
 use crate::http::{self, Conn};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -91,6 +92,9 @@ pub async fn run(
                     let tls = tls.clone();
                     let handshake_timeout = cfg.header_timeout;
                     let kill = conn.kill.clone();
+                    let direct_app = app.clone();
+                    let direct = conn.clone();
+                    let streams = tracker.clone();
                     let svc = service_fn(move |req| http::handle(app.clone(), conn.clone(), req));
                     // Two tasks, not one with two branches: a task's cell is
                     // as big as its largest state, and a TLS connection's
@@ -98,11 +102,24 @@ pub async fn run(
                     match tls {
                         None => {
                             tracker.spawn(async move {
-                                let served = watcher.watch(builder.serve_connection(TokioIo::new(stream), svc));
-                                finish(served, kill, peer).await;
+                                // Boxed, as hyper's branch below: the task cell
+                                // of an idle stream holds only `pump`'s state.
+                                let first = Box::pin(http::direct::first_request(&direct_app, &direct, stream, handshake_timeout)).await;
+                                match first {
+                                    First::Closed => {}
+                                    // Its own task: this one's cell (sized for
+                                    // every branch) is freed, the stream's
+                                    // holds only what `pump` needs.
+                                    First::Stream(io, body) => drop(streams.spawn(http::direct::pump(io, body, direct, watcher))),
+                                    First::Hyper(io) => Box::pin(async move {
+                                        let served = watcher.watch(builder.serve_connection(TokioIo::new(io), svc));
+                                        finish(served, kill, peer).await;
+                                    }).await,
+                                }
                             });
                         }
                         Some(tls) => {
+                            drop((direct_app, direct, streams));
                             tracker.spawn(async move {
                                 let stream = match tokio::time::timeout(handshake_timeout, tls.acceptor().accept(stream)).await {
                                     Ok(Ok(s)) => s,

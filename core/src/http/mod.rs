@@ -12,6 +12,7 @@
 
 pub mod connections;
 pub mod cors;
+pub mod direct;
 pub mod events;
 pub mod files;
 pub mod hooks;
