@@ -17,6 +17,7 @@ use crate::app::App;
 use bytes::{Buf, Bytes};
 use http::header::{HeaderName, HeaderValue};
 use http::{Request, Uri};
+use http_body::Body as _;
 use http_body_util::{BodyExt, Either, Empty};
 use hyper_util::server::graceful::Watcher;
 use std::io::{self, IoSlice};
@@ -99,14 +100,8 @@ pub async fn pump(
 
 async fn write_frames(io: &mut TcpStream, body: &mut crate::stream::EventStream) {
     loop {
-        let frame = tokio::select! {
-            frame = body.frame() => frame,
-            ready = io.readable() => {
-                if client_left(io, ready) {
-                    return;
-                }
-                continue;
-            }
+        let Some(frame) = std::future::poll_fn(|cx| next_frame(io, body, cx)).await else {
+            return;
         };
         let Some(Ok(frame)) = frame else {
             // The stream ended (shutdown, overflow, revoked...): last chunk.
@@ -132,19 +127,39 @@ async fn write_frames(io: &mut TcpStream, body: &mut crate::stream::EventStream)
     }
 }
 
-/// Whether a readable socket means the client is gone (EOF or error).
-/// Bytes a client sends on a streaming connection are read and dropped.
-fn client_left(io: &TcpStream, ready: io::Result<()>) -> bool {
-    if ready.is_err() {
-        return true;
+/// A frame of the body, `Some(None)` at its end, or `None` when the client
+/// left. Read readiness is only watched while the body has nothing to send,
+/// through the socket's one reader slot (no waiter registered and removed
+/// per frame, as a `readable()` future in a `select!` would).
+type Next = Option<Option<Result<http_body::Frame<Bytes>, std::convert::Infallible>>>;
+
+fn next_frame(
+    io: &TcpStream,
+    body: &mut crate::stream::EventStream,
+    cx: &mut Context<'_>,
+) -> Poll<Next> {
+    if let Poll::Ready(frame) = Pin::new(body).poll_frame(cx) {
+        return Poll::Ready(Some(frame));
     }
-    let mut sink = [0u8; 256];
-    match io.try_read(&mut sink) {
-        Ok(0) => true,
-        Ok(_) => false,
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
-        Err(_) => true,
+    // Bytes a client sends on a streaming connection are read and dropped,
+    // a bounded number per wake-up.
+    for _ in 0..16 {
+        match io.poll_read_ready(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(_)) => return Poll::Ready(None),
+            Poll::Ready(Ok(())) => {
+                let mut sink = [0u8; 256];
+                match io.try_read(&mut sink) {
+                    Ok(0) => return Poll::Ready(None),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => return Poll::Ready(None),
+                }
+            }
+        }
     }
+    cx.waker().wake_by_ref();
+    Poll::Pending
 }
 
 /// `{len:x}\r\n` into `out`; returns its length.
