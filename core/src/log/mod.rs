@@ -443,9 +443,38 @@ impl Shared {
     }
 }
 
+/// Committed batches waiting for the fan-out thread before commits wait.
+const FANOUT_BACKLOG: usize = 1024;
+
+/// Hands committed events to subscribers on its own thread, so a commit
+/// never waits for the previous one's fan-out (10,000 subscribers take
+/// milliseconds per event): publishers keep their rate, and batches that
+/// piled up meanwhile go out in one pass, in commit order.
+fn run_fanout(rx: mpsc::Receiver<Vec<Arc<Event>>>, sink: Sink) {
+    while let Ok(mut events) = rx.recv() {
+        while let Ok(more) = rx.try_recv() {
+            events.extend(more);
+        }
+        sink(&events);
+    }
+}
+
 fn run_appender(shared: Arc<Shared>, rx: mpsc::Receiver<Job>, sink: Sink) {
     let latency = metrics::histogram!("spout_log_append_seconds");
     let commits = metrics::counter!("spout_log_commits_total");
+    let (fanout_tx, fanout_rx) = mpsc::sync_channel::<Vec<Arc<Event>>>(FANOUT_BACKLOG);
+    let fanout_sink = sink.clone();
+    let fanout = match std::thread::Builder::new()
+        .name("spout-fanout".into())
+        .spawn(move || run_fanout(fanout_rx, fanout_sink))
+    {
+        Ok(handle) => Some((fanout_tx, handle)),
+        Err(err) => {
+            // Without the thread, fan out inline as before.
+            tracing::warn!(error = %err, "cannot start the fan-out thread; fanning out on the log thread");
+            None
+        }
+    };
     while let Ok(first) = rx.recv() {
         let started = Instant::now();
         let mut jobs = vec![first];
@@ -477,11 +506,23 @@ fn run_appender(shared: Arc<Shared>, rx: mpsc::Receiver<Job>, sink: Sink) {
         // Whatever is in the log is fanned out, even if a later step of the
         // commit failed: subscribers must never miss a stored event.
         if !events.is_empty() {
-            sink(&events);
+            match &fanout {
+                Some((tx, _)) => {
+                    if let Err(mpsc::SendError(events)) = tx.send(events) {
+                        sink(&events);
+                    }
+                }
+                None => sink(&events),
+            }
         }
         commits.increment(1);
         latency.record(started.elapsed().as_secs_f64());
         shared.publish_gauges();
+    }
+    // Every committed event is handed out before the log counts as stopped.
+    if let Some((tx, handle)) = fanout {
+        drop(tx);
+        let _ = handle.join();
     }
     shared.stopped.store(true, Ordering::Release);
 }
