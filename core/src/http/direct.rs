@@ -254,6 +254,13 @@ fn head(parts: &http::response::Parts, len: Option<usize>) -> Vec<u8> {
     );
     out.extend_from_slice(b"\r\n");
     for (name, value) in &parts.headers {
+        if matches!(
+            name.as_str(),
+            "content-length" | "transfer-encoding" | "date"
+        ) {
+            // Written below, once.
+            continue;
+        }
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
