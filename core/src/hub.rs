@@ -23,13 +23,13 @@ use crate::metrics::TopicMetrics;
 use crate::pipeline::filter::FilterGroup;
 use crate::plugin::bindings::types::Request as PluginRequest;
 use crate::plugin::wire::BatchBuilder;
+use crate::queue;
 use crate::topic::{any_matches, Pattern, Selector};
 use metrics::{Counter, Gauge};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// What a subscriber's queue carries.
@@ -91,7 +91,7 @@ pub struct Subscriber {
     /// Whether it has more than one selector (read on every offer).
     multi: AtomicBool,
     key: u64,
-    tx: mpsc::Sender<Item>,
+    tx: queue::Sender<Item>,
     /// Set by the hub when an event could not be queued; cleared by the stream
     /// when it starts catching up.
     lagged: AtomicBool,
@@ -134,14 +134,14 @@ impl Subscriber {
         }
         match self.tx.try_send(Item::Event(ev.clone())) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(queue::TrySendError::Full(_)) => {
                 if !self.lagged.swap(true, Ordering::AcqRel) {
                     self.lagged_since.store(now_ms(), Ordering::Release);
                     lagged.increment(1);
                 }
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(queue::TrySendError::Closed(_)) => false,
         }
     }
 
@@ -192,7 +192,7 @@ pub struct Subscription {
     /// The hub's view of this subscriber.
     pub subscriber: Arc<Subscriber>,
     /// Events and frames queued for this subscriber.
-    pub rx: mpsc::Receiver<Item>,
+    pub rx: queue::Receiver<Item>,
     hub: Hub,
 }
 
@@ -374,7 +374,7 @@ impl Hub {
         }
         inner.peak.fetch_max(n, Ordering::Relaxed);
         let key = inner.next_key.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(inner.queue);
+        let (tx, rx) = queue::channel(inner.queue);
         let subscriber = Arc::new(Subscriber {
             // The random tail makes ids unguessable: an id is what
             // `POST /connections/{id}/topics` acts on.
@@ -679,7 +679,7 @@ mod tests {
 
     fn drain(sub: &mut Subscription) -> Vec<u64> {
         let mut ids = Vec::new();
-        while let Ok(item) = sub.rx.try_recv() {
+        while let Some(item) = sub.rx.try_recv() {
             if let Item::Event(e) = item {
                 ids.push(e.id);
             }

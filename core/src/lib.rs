@@ -26,6 +26,7 @@ pub mod mercure;
 pub mod metrics;
 pub mod pipeline;
 pub mod plugin;
+pub mod queue;
 pub mod server;
 pub mod shape;
 pub mod stream;
