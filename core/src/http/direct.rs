@@ -27,6 +27,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
 
 /// The largest request head read here; longer heads go to hyper (431).
 const MAX_HEAD: usize = 8 * 1024;
@@ -72,7 +73,10 @@ pub async fn first_request(app: &Arc<App>, conn: &Conn, io: TcpStream, timeout: 
         Either::Left(full) => {
             let Ok(body) = full.collect().await.map(|b| b.to_bytes());
             let head = head(&parts, Some(body.len()));
-            if write_all_vectored(&mut io, &[&head, &body]).await.is_err() {
+            if write_all_vectored(&mut io, &[&head, &body], 0)
+                .await
+                .is_err()
+            {
                 return First::Closed;
             }
             // The next requests on this keep-alive connection: hyper.
@@ -92,22 +96,26 @@ pub async fn pump(
 ) {
     // By reference: arguments moved into an inner async fn would be stored
     // twice in this future, and it lives as long as the stream.
-    tokio::select! {
-        () = write_frames(&mut io, &mut body) => {}
-        () = conn.kill.cancelled() => tracing::debug!(peer = %conn.peer, "connection dropped"),
+    if let Err(err) = write_frames(&mut io, &mut body, &conn.kill).await {
+        if err.kind() == io::ErrorKind::ConnectionAborted {
+            tracing::debug!(peer = %conn.peer, "connection dropped");
+        }
     }
 }
 
-async fn write_frames(io: &mut TcpStream, body: &mut crate::stream::EventStream) {
+async fn write_frames(
+    io: &mut TcpStream,
+    body: &mut crate::stream::EventStream,
+    kill: &CancellationToken,
+) -> io::Result<()> {
     loop {
         let Some(frame) = std::future::poll_fn(|cx| next_frame(io, body, cx)).await else {
-            return;
+            return Ok(());
         };
         let Some(Ok(frame)) = frame else {
             // The stream ended (shutdown, overflow, revoked...): last chunk.
-            let _ = io.write_all(b"0\r\n\r\n").await;
-            let _ = io.shutdown().await;
-            return;
+            write_unless_killed(io, &[b"0\r\n\r\n"], kill).await?;
+            return io.shutdown().await;
         };
         let Ok(data) = frame.into_data() else {
             continue;
@@ -118,13 +126,37 @@ async fn write_frames(io: &mut TcpStream, body: &mut crate::stream::EventStream)
         }
         let mut size = [0u8; 18];
         let n = chunk_size(&mut size, data.len());
-        if write_all_vectored(io, &[&size[..n], &data, b"\r\n"])
-            .await
-            .is_err()
-        {
-            return;
-        }
+        write_unless_killed(io, &[&size[..n], &data, b"\r\n"], kill).await?;
     }
+}
+
+/// Writes `parts`, unless `kill` fires first. Almost always the socket takes
+/// them at once: one `writev`, no future state, no look at the token (whose
+/// check takes a lock). Only a full socket waits, boxed (so the stream's
+/// state does not carry the waiting write), racing `kill`: a client the hub
+/// found stuck, or the hard stop after the grace period.
+async fn write_unless_killed(
+    io: &mut TcpStream,
+    parts: &[&[u8]],
+    kill: &CancellationToken,
+) -> io::Result<()> {
+    let mut slices = [IoSlice::new(&[]); 3];
+    let used = unwritten(parts, 0, &mut slices);
+    let done = match io.try_write_vectored(&slices[..used]) {
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+        Err(e) => return Err(e),
+    };
+    if done == parts.iter().map(|p| p.len()).sum::<usize>() {
+        return Ok(());
+    }
+    Box::pin(async {
+        tokio::select! {
+            written = write_all_vectored(io, parts, done) => written,
+            () = kill.cancelled() => Err(io::ErrorKind::ConnectionAborted.into()),
+        }
+    })
+    .await
 }
 
 /// A frame of the body, `Some(None)` at its end, or `None` when the client
@@ -277,26 +309,17 @@ fn head(parts: &http::response::Parts, len: Option<usize>) -> Vec<u8> {
     out
 }
 
-/// Writes all of `parts` with as few `writev` calls as the socket allows.
-async fn write_all_vectored(io: &mut TcpStream, parts: &[&[u8]]) -> io::Result<()> {
+/// Writes all of `parts` past the first `done` bytes, with as few `writev`
+/// calls as the socket allows.
+async fn write_all_vectored(
+    io: &mut TcpStream,
+    parts: &[&[u8]],
+    mut done: usize,
+) -> io::Result<()> {
     let total: usize = parts.iter().map(|p| p.len()).sum();
-    let mut done = 0;
     while done < total {
         let mut slices = [IoSlice::new(&[]); 3];
-        let mut used = 0;
-        let mut skip = done;
-        for part in parts {
-            if skip >= part.len() {
-                skip -= part.len();
-                continue;
-            }
-            if used == slices.len() {
-                break;
-            }
-            slices[used] = IoSlice::new(&part[skip..]);
-            skip = 0;
-            used += 1;
-        }
+        let used = unwritten(parts, done, &mut slices);
         let n = io.write_vectored(&slices[..used]).await?;
         if n == 0 {
             return Err(io::ErrorKind::WriteZero.into());
@@ -304,6 +327,26 @@ async fn write_all_vectored(io: &mut TcpStream, parts: &[&[u8]]) -> io::Result<(
         done += n;
     }
     Ok(())
+}
+
+/// The parts of `parts` past their first `done` bytes, as slices in `out`
+/// (at most three parts); returns how many slices were filled.
+fn unwritten<'a>(parts: &[&'a [u8]], done: usize, out: &mut [IoSlice<'a>; 3]) -> usize {
+    let mut used = 0;
+    let mut skip = done;
+    for part in parts {
+        if skip >= part.len() {
+            skip -= part.len();
+            continue;
+        }
+        if used == out.len() {
+            break;
+        }
+        out[used] = IoSlice::new(&part[skip..]);
+        skip = 0;
+        used += 1;
+    }
+    used
 }
 
 /// A socket with bytes already read from it put back in front, so hyper
