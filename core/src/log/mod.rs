@@ -234,12 +234,23 @@ impl EventLog {
         });
         shared.publish_gauges();
 
+        let (fanout_tx, fanout_rx) = mpsc::sync_channel::<Vec<Arc<Event>>>(FANOUT_BACKLOG);
+        let fanout = std::thread::Builder::new()
+            .name("spout-fanout".into())
+            .spawn({
+                let sink = sink.clone();
+                move || run_fanout(fanout_rx, sink)
+            })
+            .map_err(|e| LogError::Open {
+                path: config.path.clone(),
+                source: sled::Error::Io(e),
+            })?;
         let (tx, rx) = mpsc::channel::<Job>();
         let appender = {
             let shared = shared.clone();
             std::thread::Builder::new()
                 .name("spout-log-append".into())
-                .spawn(move || run_appender(shared, rx, sink))
+                .spawn(move || run_appender(shared, rx, sink, fanout_tx, fanout))
                 .map_err(|e| LogError::Open {
                     path: config.path.clone(),
                     source: sled::Error::Io(e),
@@ -459,22 +470,15 @@ fn run_fanout(rx: mpsc::Receiver<Vec<Arc<Event>>>, sink: Sink) {
     }
 }
 
-fn run_appender(shared: Arc<Shared>, rx: mpsc::Receiver<Job>, sink: Sink) {
+fn run_appender(
+    shared: Arc<Shared>,
+    rx: mpsc::Receiver<Job>,
+    sink: Sink,
+    fanout: mpsc::SyncSender<Vec<Arc<Event>>>,
+    fanout_thread: JoinHandle<()>,
+) {
     let latency = metrics::histogram!("spout_log_append_seconds");
     let commits = metrics::counter!("spout_log_commits_total");
-    let (fanout_tx, fanout_rx) = mpsc::sync_channel::<Vec<Arc<Event>>>(FANOUT_BACKLOG);
-    let fanout_sink = sink.clone();
-    let fanout = match std::thread::Builder::new()
-        .name("spout-fanout".into())
-        .spawn(move || run_fanout(fanout_rx, fanout_sink))
-    {
-        Ok(handle) => Some((fanout_tx, handle)),
-        Err(err) => {
-            // Without the thread, fan out inline as before.
-            tracing::warn!(error = %err, "cannot start the fan-out thread; fanning out on the log thread");
-            None
-        }
-    };
     while let Ok(first) = rx.recv() {
         let started = Instant::now();
         let mut jobs = vec![first];
@@ -506,13 +510,9 @@ fn run_appender(shared: Arc<Shared>, rx: mpsc::Receiver<Job>, sink: Sink) {
         // Whatever is in the log is fanned out, even if a later step of the
         // commit failed: subscribers must never miss a stored event.
         if !events.is_empty() {
-            match &fanout {
-                Some((tx, _)) => {
-                    if let Err(mpsc::SendError(events)) = tx.send(events) {
-                        sink(&events);
-                    }
-                }
-                None => sink(&events),
+            if let Err(mpsc::SendError(events)) = fanout.send(events) {
+                // The fan-out thread died (a panic): fan out here instead.
+                sink(&events);
             }
         }
         commits.increment(1);
@@ -520,10 +520,8 @@ fn run_appender(shared: Arc<Shared>, rx: mpsc::Receiver<Job>, sink: Sink) {
         shared.publish_gauges();
     }
     // Every committed event is handed out before the log counts as stopped.
-    if let Some((tx, handle)) = fanout {
-        drop(tx);
-        let _ = handle.join();
-    }
+    drop(fanout);
+    let _ = fanout_thread.join();
     shared.stopped.store(true, Ordering::Release);
 }
 
