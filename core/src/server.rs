@@ -12,7 +12,7 @@ use crate::http::{self, Conn};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -89,37 +89,28 @@ pub async fn run(
                     let app = app.clone();
                     let builder = builder.clone();
                     let watcher = graceful.watcher();
-                    let tls = tls.clone();
                     let handshake_timeout = cfg.header_timeout;
-                    let kill = conn.kill.clone();
-                    let direct_app = app.clone();
-                    let direct = conn.clone();
-                    let streams = tracker.clone();
-                    let svc = service_fn(move |req| http::handle(app.clone(), conn.clone(), req));
                     // Two tasks, not one with two branches: a task's cell is
                     // as big as its largest state, and a TLS connection's
                     // (rustls state inline) made every plain one ~4 KiB bigger.
-                    match tls {
+                    match tls.clone() {
                         None => {
+                            let streams = tracker.clone();
                             tracker.spawn(async move {
                                 // Boxed, as hyper's branch below: the task cell
                                 // of an idle stream holds only `pump`'s state.
-                                let first = Box::pin(http::direct::first_request(&direct_app, &direct, stream, handshake_timeout)).await;
+                                let first = Box::pin(http::direct::first_request(&app, &conn, stream, handshake_timeout)).await;
                                 match first {
                                     First::Closed => {}
                                     // Its own task: this one's cell (sized for
                                     // every branch) is freed, the stream's
                                     // holds only what `pump` needs.
-                                    First::Stream(io, body) => drop(streams.spawn(http::direct::pump(io, body, direct, watcher))),
-                                    First::Hyper(io) => Box::pin(async move {
-                                        let served = watcher.watch(builder.serve_connection(TokioIo::new(io), svc));
-                                        finish(served, kill, peer).await;
-                                    }).await,
+                                    First::Stream(io, body) => drop(streams.spawn(http::direct::pump(io, body, conn, watcher))),
+                                    First::Hyper(io) => Box::pin(serve_hyper(builder, io, app, conn, watcher)).await,
                                 }
                             });
                         }
                         Some(tls) => {
-                            drop((direct_app, direct, streams));
                             tracker.spawn(async move {
                                 let stream = match tokio::time::timeout(handshake_timeout, tls.acceptor().accept(stream)).await {
                                     Ok(Ok(s)) => s,
@@ -132,8 +123,7 @@ pub async fn run(
                                         return;
                                     }
                                 };
-                                let served = watcher.watch(builder.serve_connection(TokioIo::new(stream), svc));
-                                finish(served, kill, peer).await;
+                                serve_hyper(builder, stream, app, conn, watcher).await;
                             });
                         }
                     }
@@ -175,6 +165,23 @@ pub async fn run(
         .map_err(std::io::Error::other)??;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Serves a connection with hyper (h1/h2 auto) until it ends, or until
+/// `conn.kill` drops it; graceful shutdown watches it through `watcher`.
+async fn serve_hyper<I>(
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    io: I,
+    app: Arc<App>,
+    conn: Conn,
+    watcher: Watcher,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (kill, peer) = (conn.kill.clone(), conn.peer);
+    let svc = service_fn(move |req| http::handle(app.clone(), conn.clone(), req));
+    let served = watcher.watch(builder.serve_connection(TokioIo::new(io), svc));
+    finish(served, kill, peer).await;
 }
 
 /// Drives one connection until it ends or is dropped.
