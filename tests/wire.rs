@@ -260,3 +260,41 @@ async fn plain_http1_streams_are_exact_chunks_and_the_connection_lives_on_after_
     assert!(rest.contains("event: shutdown\n"), "{rest}");
     assert!(rest.ends_with("\n\n\r\n0\r\n\r\n"), "{rest}");
 }
+
+#[tokio::test]
+async fn split_heads_and_http_1_0_clients_get_their_streams() {
+    use tokio::io::AsyncWriteExt;
+    let server = Server::start(|_| {}).await;
+
+    // A head that arrives in two pieces is still one stream request.
+    let mut split = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    split.write_all(b"GET /events?to").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    split
+        .write_all(b"pic=halves HTTP/1.1\r\nhost: spout\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    read_until(&mut split, &mut got, "event: connected").await;
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200 OK\r\n"));
+
+    // HTTP/1.0 has no chunked encoding: the body is the bare SSE bytes,
+    // ended by the connection's close (hyper answers these).
+    let mut old = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    old.write_all(b"GET /events?topic=halves HTTP/1.0\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got_old = Vec::new();
+    read_until(&mut old, &mut got_old, "]}\n\n").await;
+    server
+        .publish(json!({"topic":"halves","data":"both"}))
+        .await;
+    read_until(&mut old, &mut got_old, "both\n\n").await;
+    let text = String::from_utf8(got_old).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.0 200 OK\r\n"), "{head}");
+    assert!(!head.contains("transfer-encoding"), "{head}");
+    assert_eq!(after_prelude(body.as_bytes()), "id: 1\ndata: both\n\n");
+    read_until(&mut split, &mut got, "both\n\n\r\n").await;
+    server.stop().await;
+}
