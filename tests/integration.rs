@@ -13,6 +13,7 @@ mod deploy;
 mod durability;
 mod examples;
 mod hostile;
+mod integrity;
 mod limits;
 mod mercure;
 mod ops;

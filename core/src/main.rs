@@ -32,6 +32,16 @@ enum Command {
         #[arg(long, short, conflicts_with = "file")]
         config: Option<PathBuf>,
     },
+    /// Rebuild a damaged log from every intact event (the damaged files are
+    /// moved aside, not deleted) and move the id mark above every used id.
+    Repair {
+        /// The data directory (default: `log.path` of the config file).
+        #[arg(value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// The config file whose `log.path` to repair.
+        #[arg(long, short, default_value = "config.toml")]
+        config: PathBuf,
+    },
     /// Measure a running hub: N SSE subscribers, a fixed publish rate,
     /// deliveries/s and publish→deliver latency (optionally against a raw
     /// socket writer in the same run).
@@ -49,6 +59,9 @@ struct ServeArgs {
     /// Keep the log here instead of `log.path`.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// If the log is damaged, repair it (as `spout repair`) and serve.
+    #[arg(long)]
+    recover: bool,
 }
 
 fn main() -> ExitCode {
@@ -61,6 +74,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
+    spout::log::install_panic_hook();
     let result = match cli.command {
         Some(Command::Check { file, config }) => check(
             &file
@@ -69,6 +83,7 @@ fn main() -> ExitCode {
         ),
         Some(Command::Serve(args)) => serve(args),
         Some(Command::Bench(args)) => bench(args),
+        Some(Command::Repair { dir, config }) => repair(dir, &config),
         None => serve(ServeArgs {
             config: PathBuf::from("config.toml"),
             ..ServeArgs::default()
@@ -123,6 +138,16 @@ fn check(file: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn repair(dir: Option<PathBuf>, config: &std::path::Path) -> anyhow::Result<()> {
+    let dir = match dir {
+        Some(d) => d,
+        None => load_config(config)?.log.path,
+    };
+    let report = spout::log::repair(&dir)?;
+    println!("{report}");
+    Ok(())
+}
+
 fn bench(args: spout::bench::BenchArgs) -> anyhow::Result<()> {
     let json = args.json;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -158,7 +183,19 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("binding {}", config.server.listen))?;
-        let app = App::open(config)?;
+        let app = match App::open(config.clone()) {
+            Err(spout::app::OpenError::Log(err @ spout::log::LogError::Damaged { .. }))
+                if args.recover =>
+            {
+                tracing::warn!(error = %err, "the log is damaged; repairing it (--recover)");
+                let report = spout::log::repair(&config.log.path)?;
+                for line in report.to_string().lines() {
+                    tracing::warn!("{line}");
+                }
+                App::open(config)?
+            }
+            other => other?,
+        };
         spout::server::run(listener, app, spout::server::shutdown_signal()).await?;
         anyhow::Ok(())
     })

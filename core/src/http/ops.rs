@@ -56,7 +56,7 @@ pub fn readyz(app: &App) -> Response<Body> {
 pub fn stats(app: &App) -> Response<Body> {
     let hub = app.hub.stats();
     let log = &app.log;
-    let first_id = Some(log.earliest()).filter(|&e| e <= log.head());
+    let first_id = log.first_id();
     let pipeline = app.pipeline.load();
     let plugins: Vec<_> = pipeline
         .plugins

@@ -97,10 +97,14 @@ where
     ))
 }
 
-/// The answer to a failed append: 503 while shutting down or while the
-/// shared log (Redis) is unreachable, else 500.
+/// The answer to a failed append: 409 when an idempotency key (or Mercure
+/// update id) was used before with other content, 503 while shutting down or
+/// while the shared log (Redis) is unreachable, else 500.
 pub fn log_error(e: LogError) -> ApiError {
     match e {
+        LogError::Conflict { .. } => {
+            ApiError::new(StatusCode::CONFLICT, "id_conflict", e.to_string())
+        }
         LogError::Closed => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "shutting_down",

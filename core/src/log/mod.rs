@@ -8,44 +8,70 @@
 //! answers the publishers and hands the events to the fan-out sink. That is
 //! group commit: concurrent publishers share one insert and one flush.
 //!
-//! Ids never go backwards, not even when retention empties the log and the
-//! server restarts: the highest id ever assigned is kept in a `meta` tree.
+//! An id is never given to two events, whatever crashes: ids are reserved
+//! ahead of use in a high-water mark file beside sled's (see [`mark`]), so a
+//! window a crash loses becomes a gap. Blocks are checksummed and chained
+//! (each names the id stored before it); start-up checks sled's files and
+//! sled's view against the mark and refuses a damaged log with an error
+//! naming what is missing, before sled can discard anything (see
+//! [`inventory`]); [`repair`] keeps every intact event and moves on.
 
 mod block;
+mod inventory;
+mod mark;
 mod record;
+mod repair;
 mod retention;
 pub mod streams;
 
 pub use record::{decode, RecordError, View};
+pub use repair::{repair, RepairReport};
 
 use crate::config::{ClusterConfig, Fsync, LogConfig};
 use crate::event::{now_ms, Event, NewEvent};
+use inventory::{BlockInfo, Chain};
+use mark::{Mark, State};
+use record::Digest;
+use std::cell::Cell;
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// Most append requests one group commit takes at once.
 const MAX_GROUP: usize = 1024;
 const META_TRIMMED: &[u8] = b"trimmed";
+/// The durable watermark in the mark file is rewritten at most this often.
+const DURABLE_EVERY: Duration = Duration::from_secs(1);
 
 /// What the appender calls with every committed batch, in id order; the hub.
 pub type Sink = Arc<dyn Fn(&[Arc<Event>]) + Send + Sync>;
 
-/// A failure of the log; publishers see it as a 5xx.
+/// A failure of the log; publishers see it as a 5xx (a conflict as 409).
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
-    /// The data directory could not be opened (in use, unreadable, corrupt).
+    /// The data directory could not be opened (in use, unreadable).
     #[error("cannot open the log at {path}: {source}")]
     Open {
         /// The data directory.
         path: PathBuf,
         /// What sled reported.
         source: sled::Error,
+    },
+    /// The data directory is damaged: events are missing, a block fails its
+    /// checksum, or the storage engine cannot read its own files.
+    #[error(
+        "the log in {path} is damaged: {detail}. To keep every intact event and go on with ids above all used ones, stop Spout and run `spout repair {path}` (or start with `spout serve --recover`); the damaged files are kept aside, not deleted"
+    )]
+    Damaged {
+        /// The data directory.
+        path: PathBuf,
+        /// What is wrong, with the id range where known.
+        detail: String,
     },
     /// A read or write failed.
     #[error("storage error: {0}")]
@@ -57,6 +83,15 @@ pub enum LogError {
         id: u64,
         /// What is wrong with it.
         source: RecordError,
+    },
+    /// An idempotency key (or Mercure update id) was used before for an
+    /// event with other content; nothing of the request was stored.
+    #[error("{what} was already used for event {id} with other content")]
+    Conflict {
+        /// The key, described for the publisher.
+        what: String,
+        /// The event that holds it.
+        id: u64,
     },
     /// A group commit failed; every publisher in it gets this.
     #[error("append failed: {0}")]
@@ -77,14 +112,19 @@ struct Job {
 
 /// State shared by the handle, the appender thread and the retention thread.
 struct Shared {
+    /// The data directory, for error messages.
+    dir: PathBuf,
     db: sled::Db,
     events: sled::Tree,
     meta: sled::Tree,
-    /// `topic \0 key` → id, for idempotent publishing.
+    /// `topic \0 key` → id (+ content digest), for idempotent publishing.
     dedupe: sled::Tree,
     fsync: Fsync,
-    /// Highest id committed (0 before the first event).
+    /// Highest id handed out or reserved by a run that crashed (0 before
+    /// the first event): subscribers may have seen every id up to it.
     head: AtomicU64,
+    /// Highest id actually stored: the `prev` of the next block.
+    stored_last: AtomicU64,
     /// Highest id removed by retention; replay from before it needs a reset.
     trimmed: AtomicU64,
     /// Number of stored events.
@@ -93,6 +133,8 @@ struct Shared {
     bytes: AtomicU64,
     /// Set when the appender stops (closed or failed); readiness reads it.
     stopped: AtomicBool,
+    /// The id high-water mark (`None` in cluster mode: ids come from Redis).
+    mark: Option<Mutex<Mark>>,
     /// Registered once: looking a gauge up per commit costs a hash of its key.
     gauges: LogGauges,
 }
@@ -120,7 +162,9 @@ fn id_key(id: u64) -> [u8; 8] {
 }
 
 fn key_id(key: &[u8]) -> u64 {
-    key.try_into().map(u64::from_be_bytes).unwrap_or(0)
+    key.get(..8)
+        .and_then(|k| k.try_into().ok())
+        .map_or(0, u64::from_be_bytes)
 }
 
 fn dedupe_key(topic: &str, key: &str) -> Vec<u8> {
@@ -129,6 +173,19 @@ fn dedupe_key(topic: &str, key: &str) -> Vec<u8> {
     k.push(0);
     k.extend_from_slice(key.as_bytes());
     k
+}
+
+/// A dedupe entry: the id, then the content digest (entries written before
+/// digests existed hold only the id and match any content).
+fn dedupe_value(id: u64, digest: &Digest) -> [u8; 24] {
+    let mut v = [0u8; 24];
+    v[..8].copy_from_slice(&id_key(id));
+    v[8..].copy_from_slice(digest);
+    v
+}
+
+fn dedupe_digest(v: &[u8]) -> Option<Digest> {
+    v.get(8..24).and_then(|d| d.try_into().ok())
 }
 
 /// The dedupe entries of an event: its idempotency key on its topic, and a
@@ -141,12 +198,119 @@ fn dedupe_keys(topic: &str, key: Option<&str>, wire_id: Option<&str>) -> [Option
     ]
 }
 
+/// How a conflicting dedupe key is named to the publisher.
+fn describe_key(dk: &[u8]) -> String {
+    let text = String::from_utf8_lossy(dk);
+    match text.split_once('\0') {
+        Some(("", wire)) => format!("update id `{wire}`"),
+        Some((topic, key)) => format!("idempotency key `{key}` on topic `{topic}`"),
+        None => format!("key `{text}`"),
+    }
+}
+
 fn wire_id_of(ne: &NewEvent) -> Option<&str> {
     ne.extra.as_ref().and_then(|x| x.wire_id.as_deref())
 }
 
 fn meta_u64(meta: &sled::Tree, key: &[u8]) -> Result<u64, sled::Error> {
     Ok(meta.get(key)?.map_or(0, |v| key_id(&v)))
+}
+
+thread_local! {
+    /// Set while storage code runs under [`guarded`]: a panic there is an
+    /// error the caller reports, not a crash to print.
+    static IN_STORAGE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Installs a panic hook that keeps quiet about panics [`guarded`] turns
+/// into [`LogError::Damaged`] (sled panics on some damaged files), and
+/// reports every other panic through `tracing`.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        if IN_STORAGE.with(Cell::get) {
+            tracing::debug!(panic = %info, "storage engine panicked");
+        } else {
+            tracing::error!(panic = %info, "panic");
+        }
+    }));
+}
+
+/// Runs storage code, turning a panic inside it (sled on a damaged file)
+/// into [`LogError::Damaged`] naming `dir` and what was being done.
+fn guarded<T>(
+    dir: &Path,
+    doing: &str,
+    f: impl FnOnce() -> Result<T, LogError>,
+) -> Result<T, LogError> {
+    let was = IN_STORAGE.with(|s| s.replace(true));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    IN_STORAGE.with(|s| s.set(was));
+    r.unwrap_or_else(|panic| {
+        let msg = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        Err(LogError::Damaged {
+            path: dir.to_path_buf(),
+            detail: format!("the storage engine (sled) failed while {doing}: {msg}"),
+        })
+    })
+}
+
+fn damaged(dir: &Path, detail: impl Into<String>) -> LogError {
+    LogError::Damaged {
+        path: dir.to_path_buf(),
+        detail: detail.into(),
+    }
+}
+
+/// What a verified walk over sled's events tree found.
+struct Contents {
+    count: u64,
+    bytes: u64,
+    last: u64,
+    chain: Chain,
+}
+
+/// Reads every block of the events tree, checks each (checksum, framing,
+/// placement) and totals them.
+fn verify_tree(dir: &Path, events: &sled::Tree) -> Result<Contents, LogError> {
+    let mut c = Contents {
+        count: 0,
+        bytes: 0,
+        last: 0,
+        chain: Chain::default(),
+    };
+    for item in events.iter() {
+        let (k, v) = item?;
+        let first = key_id(&k);
+        let h = block::verify(first, &v).map_err(|e| {
+            let n = block::count(&v).unwrap_or(1).max(1) as u64;
+            damaged(
+                dir,
+                format!(
+                    "the block holding events {}..{} is unreadable ({e})",
+                    first,
+                    first + n - 1
+                ),
+            )
+        })?;
+        let n = u64::from(h.count);
+        if n == 0 {
+            continue;
+        }
+        c.count += n;
+        c.bytes += v.len() as u64;
+        c.last = c.last.max(first + n - 1);
+        c.chain.add(BlockInfo {
+            first,
+            count: h.count,
+            // Version 1 blocks were written with contiguous ids.
+            prev: h.prev.unwrap_or(first - 1),
+        });
+    }
+    Ok(c)
 }
 
 impl EventLog {
@@ -172,68 +336,31 @@ impl EventLog {
             )?),
             None => None,
         };
+        let dir = config.path.clone();
         let open_err = |source| LogError::Open {
-            path: config.path.clone(),
+            path: dir.clone(),
             source,
-        };
-        let flush_every = match config.fsync {
-            Fsync::Batch => Some(config.flush_interval.as_millis().max(1) as u64),
-            Fsync::Always | Fsync::Never => None,
         };
         // In cluster mode events live in Redis and nothing here must
         // outlive the process: a temporary database also lets several nodes
         // run from one config file on one machine.
-        let db = if remote.is_some() {
-            sled::Config::new().temporary(true)
+        let shared = if remote.is_some() {
+            let db = sled::Config::new()
+                .temporary(true)
+                .mode(sled::Mode::HighThroughput)
+                .open()
+                .map_err(open_err)?;
+            Shared::new(config, db, None, State::default())?
         } else {
-            sled::Config::new().path(&config.path)
+            guarded(&dir, "opening its files", || open_local(config))?
         };
-        let db = db
-            .mode(sled::Mode::HighThroughput)
-            .cache_capacity(256 * 1024 * 1024)
-            .flush_every_ms(flush_every)
-            .open()
-            .map_err(open_err)?;
-        let events = db.open_tree("events").map_err(open_err)?;
-        let meta = db.open_tree("meta").map_err(open_err)?;
-        let dedupe = db.open_tree("dedupe").map_err(open_err)?;
-
-        let (mut count, mut bytes, mut last) = (0u64, 0u64, 0u64);
-        for item in events.iter() {
-            let (k, v) = item?;
-            let first = key_id(&k);
-            let n = block::count(&v).map_err(|source| LogError::Corrupt { id: first, source })?;
-            count += n as u64;
-            bytes += v.len() as u64;
-            if n > 0 {
-                last = last.max(first + n as u64 - 1);
-            }
-        }
-        // Retention records its floor before deleting, so even a log it
-        // emptied remembers the highest id ever assigned.
-        let trimmed = meta_u64(&meta, META_TRIMMED)?;
-        let head = last.max(trimmed);
-        tracing::info!(path = %config.path.display(), events = count, bytes, head, "log opened");
-
-        let shared = Arc::new(Shared {
-            db,
-            events,
-            meta,
-            dedupe,
-            fsync: config.fsync,
-            head: AtomicU64::new(head),
-            trimmed: AtomicU64::new(trimmed),
-            count: AtomicU64::new(count),
-            bytes: AtomicU64::new(bytes),
-            stopped: AtomicBool::new(false),
-            gauges: LogGauges {
-                events: metrics::gauge!("spout_log_events"),
-                bytes: metrics::gauge!("spout_log_bytes"),
-                last_id: metrics::gauge!("spout_log_last_id"),
-            },
-        });
+        let shared = Arc::new(shared);
         shared.publish_gauges();
 
+        let spawn_err = |e| LogError::Open {
+            path: dir.clone(),
+            source: sled::Error::Io(e),
+        };
         let (fanout_tx, fanout_rx) = mpsc::sync_channel::<Vec<Arc<Event>>>(FANOUT_BACKLOG);
         let fanout = std::thread::Builder::new()
             .name("spout-fanout".into())
@@ -241,32 +368,33 @@ impl EventLog {
                 let sink = sink.clone();
                 move || run_fanout(fanout_rx, sink)
             })
-            .map_err(|e| LogError::Open {
-                path: config.path.clone(),
-                source: sled::Error::Io(e),
-            })?;
+            .map_err(spawn_err)?;
         let (tx, rx) = mpsc::channel::<Job>();
         let appender = {
             let shared = shared.clone();
             std::thread::Builder::new()
                 .name("spout-log-append".into())
                 .spawn(move || run_appender(shared, rx, sink, fanout_tx, fanout))
-                .map_err(|e| LogError::Open {
-                    path: config.path.clone(),
-                    source: sled::Error::Io(e),
-                })?
+                .map_err(spawn_err)?
         };
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
         let retention = {
             let shared = shared.clone();
             let cfg = config.retention.clone();
+            let flush = match config.fsync {
+                Fsync::Batch => Some(config.flush_interval),
+                Fsync::Always => Some(config.flush_interval.max(DURABLE_EVERY)),
+                Fsync::Never => None,
+            };
+            let local = remote.is_none();
             std::thread::Builder::new()
                 .name("spout-log-retention".into())
-                .spawn(move || retention::run(shared, cfg, stop_rx))
-                .map_err(|e| LogError::Open {
-                    path: config.path.clone(),
-                    source: sled::Error::Io(e),
-                })?
+                .spawn(move || {
+                    if local {
+                        retention::run(shared, cfg, flush, stop_rx)
+                    }
+                })
+                .map_err(spawn_err)?
         };
         Ok(EventLog {
             shared,
@@ -276,7 +404,286 @@ impl EventLog {
             remote,
         })
     }
+}
 
+/// Opens the sled log in `config.path`, checking it against the mark file
+/// first from sled's raw files (before sled may discard a damaged part),
+/// then through sled.
+///
+/// sled's own recovery overwrites whatever follows a damaged spot in its
+/// file. Unless the file is exactly as a clean close left it (and no block
+/// in it looks damaged), it is copied to `DIR/.open-backup` before sled
+/// opens it, and put back if the log turns out damaged: `spout repair` then
+/// works on the untouched files.
+fn open_local(config: &LogConfig) -> Result<Shared, LogError> {
+    let dir = config.path.as_path();
+    let open_err = |source| LogError::Open {
+        path: dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| open_err(sled::Error::Io(e)))?;
+    let mark = Mark::read(dir).map_err(|e| damaged(dir, e.to_string()))?;
+    let db_len = std::fs::metadata(dir.join("db")).map_or(0, |m| m.len());
+    let mut suspicious = 0;
+    if db_len > 0 || mark.is_some() {
+        let mut raw = Chain::default();
+        let mut found = 0u64;
+        suspicious = inventory::carve_dir(dir, &mut |info, _| {
+            raw.add(info);
+            found += 1;
+        })
+        .map_err(|e| open_err(sled::Error::Io(e)))?;
+        match &mark {
+            Some(m) => {
+                let lost = raw.missing(m.durable, m.trimmed.max(m.legacy));
+                if !lost.is_empty() {
+                    return Err(damaged(
+                        dir,
+                        format!(
+                            "events {} are missing from sled's files although events up to {} had been stored durably (spout.mark); sled was not opened, so nothing after the damage has been discarded",
+                            inventory::ranges(&lost),
+                            m.durable
+                        ),
+                    ));
+                }
+            }
+            None if found > 0 => {
+                return Err(damaged(
+                    dir,
+                    format!(
+                        "the id high-water mark {} is missing, so the next free id is unknown",
+                        mark::FILE
+                    ),
+                ))
+            }
+            None => {}
+        }
+    }
+    let unchanged = mark.is_some_and(|m| {
+        m.clean && m.db != mark::FileId::default() && m.db == mark::FileId::of(&dir.join("db"))
+    });
+    let backup = if db_len > 0 && !(unchanged && suspicious == 0) {
+        Some(backup(dir).map_err(|e| open_err(sled::Error::Io(e)))?)
+    } else {
+        None
+    };
+    match guarded(dir, "opening its files", || open_sled(config, mark)) {
+        Ok(shared) => {
+            if let Some(b) = backup {
+                let _ = std::fs::remove_dir_all(b);
+            }
+            Ok(shared)
+        }
+        Err(LogError::Damaged { path, detail }) => {
+            let detail = match backup {
+                Some(b) => match restore(dir, &b) {
+                    Ok(()) => format!("{detail}; sled's files were put back as they were before it opened them"),
+                    Err(e) => format!(
+                        "{detail}; sled's files as they were before it opened them are in {} (putting them back failed: {e})",
+                        b.display()
+                    ),
+                },
+                None => detail,
+            };
+            Err(LogError::Damaged { path, detail })
+        }
+        Err(other) => {
+            if let Some(b) = backup {
+                let _ = restore(dir, &b);
+            }
+            Err(other)
+        }
+    }
+}
+
+const BACKUP: &str = ".open-backup";
+
+/// Copies sled's files to `DIR/.open-backup` (see [`open_local`]).
+fn backup(dir: &Path) -> std::io::Result<PathBuf> {
+    let to = dir.join(BACKUP);
+    if to.exists() {
+        std::fs::remove_dir_all(&to)?;
+    }
+    std::fs::create_dir_all(&to)?;
+    for f in repair::storage_files(dir) {
+        if let Some(name) = f.file_name() {
+            if name != mark::FILE {
+                repair::copy_tree(&f, &to.join(name))?;
+            }
+        }
+    }
+    Ok(to)
+}
+
+/// Puts the files [`backup`] copied back in place of sled's.
+fn restore(dir: &Path, from: &Path) -> std::io::Result<()> {
+    for f in repair::storage_files(dir) {
+        if f.file_name().is_some_and(|n| n != mark::FILE) {
+            if f.is_dir() {
+                std::fs::remove_dir_all(&f)?;
+            } else {
+                std::fs::remove_file(&f)?;
+            }
+        }
+    }
+    for f in std::fs::read_dir(from)? {
+        let f = f?;
+        std::fs::rename(f.path(), dir.join(f.file_name()))?;
+    }
+    std::fs::remove_dir(from)
+}
+
+/// Opens sled in `config.path` and checks what it reads against the mark.
+fn open_sled(config: &LogConfig, mark: Option<State>) -> Result<Shared, LogError> {
+    let dir = config.path.as_path();
+    let open_err = |source| LogError::Open {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let db = sled::Config::new()
+        .path(dir)
+        .mode(sled::Mode::HighThroughput)
+        .cache_capacity(256 * 1024 * 1024)
+        .open()
+        .map_err(|e| match e {
+            sled::Error::Corruption { .. } => damaged(dir, format!("sled reports {e}")),
+            other => open_err(other),
+        })?;
+    let events = db.open_tree("events").map_err(open_err)?;
+    let meta = db.open_tree("meta").map_err(open_err)?;
+    let c = verify_tree(dir, &events)?;
+    // Retention records its floor before deleting, so even a log it
+    // emptied remembers the highest id ever assigned.
+    let trimmed = meta_u64(&meta, META_TRIMMED)?.max(mark.map_or(0, |m| m.trimmed));
+    let floor = trimmed.max(mark.map_or(0, |m| m.legacy));
+    let lost = c.chain.missing(c.last, floor);
+    if !lost.is_empty() {
+        return Err(damaged(
+            dir,
+            format!(
+                "events {} are missing from sled's events tree",
+                inventory::ranges(&lost)
+            ),
+        ));
+    }
+    let stored = c.last.max(trimmed);
+    if let Some(m) = &mark {
+        if stored < m.durable {
+            return Err(damaged(
+                dir,
+                format!(
+                    "sled holds events up to {stored} but events up to {} had been stored durably (spout.mark): events {}..{} are gone (sled stops reading its file at a damaged spot)",
+                    m.durable,
+                    stored + 1,
+                    m.durable
+                ),
+            ));
+        }
+    }
+    let head = stored.max(mark.map_or(0, |m| m.reserved));
+    if let Some(m) = &mark {
+        if !m.clean && m.reserved > stored {
+            tracing::warn!(
+                path = %dir.display(),
+                stored,
+                reserved = m.reserved,
+                "the last run did not close the log; ids up to the reserved mark are skipped, so no id is given twice"
+            );
+        }
+    }
+    let state = State {
+        reserved: head,
+        durable: stored,
+        trimmed,
+        // A data directory from before the mark: its blocks may be of
+        // version 1, which only sled can find.
+        legacy: mark.map_or(stored, |m| m.legacy),
+        db: mark::FileId::default(),
+        clean: false,
+    };
+    let mark = Mark::create(dir, state).map_err(|e| open_err(sled::Error::Io(mark_io(e))))?;
+    let shared = Shared::new(config, db, Some(mark), state)?;
+    shared.count.store(c.count, Ordering::Relaxed);
+    shared.bytes.store(c.bytes, Ordering::Relaxed);
+    shared.stored_last.store(stored, Ordering::Relaxed);
+    tracing::info!(path = %dir.display(), events = c.count, bytes = c.bytes, head, "log opened");
+    Ok(shared)
+}
+
+fn mark_io(e: mark::MarkError) -> std::io::Error {
+    std::io::Error::other(e.to_string())
+}
+
+impl Shared {
+    fn new(
+        config: &LogConfig,
+        db: sled::Db,
+        mark: Option<Mark>,
+        state: State,
+    ) -> Result<Shared, LogError> {
+        let open_err = |source| LogError::Open {
+            path: config.path.clone(),
+            source,
+        };
+        Ok(Shared {
+            dir: config.path.clone(),
+            events: db.open_tree("events").map_err(open_err)?,
+            meta: db.open_tree("meta").map_err(open_err)?,
+            dedupe: db.open_tree("dedupe").map_err(open_err)?,
+            db,
+            fsync: config.fsync,
+            head: AtomicU64::new(state.reserved),
+            stored_last: AtomicU64::new(state.durable),
+            trimmed: AtomicU64::new(state.trimmed),
+            count: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            stopped: AtomicBool::new(false),
+            mark: mark.map(Mutex::new),
+            gauges: LogGauges {
+                events: metrics::gauge!("spout_log_events"),
+                bytes: metrics::gauge!("spout_log_bytes"),
+                last_id: metrics::gauge!("spout_log_last_id"),
+            },
+        })
+    }
+
+    /// Changes the mark with `f` and writes it (fsynced). No-op in cluster mode.
+    fn update_mark(&self, f: impl FnOnce(&mut State)) -> Result<(), LogError> {
+        let Some(mark) = &self.mark else {
+            return Ok(());
+        };
+        let mut mark = mark.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = mark.state();
+        f(&mut s);
+        if s == mark.state() {
+            return Ok(());
+        }
+        mark.write(s)
+            .map_err(|e| LogError::Append(format!("cannot write the id high-water mark: {e}")))
+    }
+
+    /// The highest id the mark has reserved (`u64::MAX` in cluster mode).
+    fn reserved(&self) -> u64 {
+        match &self.mark {
+            Some(m) => m.lock().unwrap_or_else(|e| e.into_inner()).state().reserved,
+            None => u64::MAX,
+        }
+    }
+
+    /// Flushes sled and records what is now durable in the mark (at most
+    /// every [`DURABLE_EVERY`], or always when `force`).
+    fn flush(&self, last_durable_write: &mut Instant, force: bool) -> Result<(), LogError> {
+        let stored = self.stored_last.load(Ordering::Acquire);
+        guarded(&self.dir, "flushing", || Ok(self.db.flush()?))?;
+        if force || last_durable_write.elapsed() >= DURABLE_EVERY {
+            self.update_mark(|s| s.durable = s.durable.max(stored))?;
+            *last_durable_write = Instant::now();
+        }
+        Ok(())
+    }
+}
+
+impl EventLog {
     /// Appends events in order and returns their ids once they are committed
     /// (and fsynced, with `fsync = "always"`). A request is all or nothing.
     pub async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<u64>, LogError> {
@@ -294,7 +701,8 @@ impl EventLog {
         rx.await.map_err(|_| LogError::Closed)?
     }
 
-    /// Highest committed id (0 when nothing was ever appended).
+    /// Highest id given out (0 when nothing was ever appended). After a
+    /// crash it is the reserved mark: every id a client may have seen.
     pub fn head(&self) -> u64 {
         if let Some(r) = &self.remote {
             return r.head();
@@ -310,8 +718,8 @@ impl EventLog {
         self.shared.trimmed.load(Ordering::Acquire)
     }
 
-    /// The first id a replay can still return: ids are contiguous, so it is
-    /// the one after the highest id retention removed (`head + 1` when empty).
+    /// The first id a replay can still return: the one after the highest id
+    /// retention removed (ids a crash skipped are gaps, not losses).
     pub fn earliest(&self) -> u64 {
         if let Some(r) = &self.remote {
             return r.earliest();
@@ -357,7 +765,8 @@ impl EventLog {
     /// Visits stored events with `after < id <= until` in id order, at most
     /// `max_scan` of them, until `visit` returns `false`. Returns the cursor:
     /// every id up to and including it has been looked at (`until` when the
-    /// scan ran to the end).
+    /// scan ran to the end). A block that fails its checksum is an error
+    /// ([`LogError::Damaged`]): a damaged event is never served.
     pub fn scan(
         &self,
         after: u64,
@@ -371,38 +780,61 @@ impl EventLog {
         if after >= until {
             return Ok(after.max(until));
         }
-        // Start at the block that holds `after + 1` (its key is at or before it).
-        let from = match self.shared.events.range(..=id_key(after + 1)).next_back() {
-            Some(item) => key_id(&item?.0),
-            None => after + 1,
-        };
-        let mut cursor = after;
-        let mut seen = 0usize;
-        for item in self.shared.events.range(id_key(from)..=id_key(until)) {
-            let (k, v) = item?;
-            let first = key_id(&k);
-            for (i, rec) in block::records(&v).enumerate() {
-                let id = first + i as u64;
-                if id <= after {
-                    continue;
+        let shared = &self.shared;
+        guarded(&shared.dir, "reading events", || {
+            // Start at the block that holds `after + 1` (its key is at or before it).
+            let from = match shared.events.range(..=id_key(after + 1)).next_back() {
+                Some(item) => key_id(&item?.0),
+                None => after + 1,
+            };
+            let mut cursor = after;
+            let mut seen = 0usize;
+            for item in shared.events.range(id_key(from)..=id_key(until)) {
+                let (k, v) = item?;
+                let first = key_id(&k);
+                if let Err(e) = block::verify(first, &v) {
+                    metrics::counter!("spout_log_damaged_reads_total").increment(1);
+                    let n = block::count(&v).unwrap_or(1).max(1) as u64;
+                    return Err(damaged(
+                        &shared.dir,
+                        format!(
+                            "the block holding events {first}..{} fails its check ({e}); those events are not served",
+                            first + n - 1
+                        ),
+                    ));
                 }
-                if id > until {
-                    break;
-                }
-                if seen == max_scan {
-                    return Ok(cursor);
-                }
-                let view = rec
-                    .and_then(decode)
-                    .map_err(|source| LogError::Corrupt { id, source })?;
-                seen += 1;
-                cursor = id;
-                if !visit(id, view)? {
-                    return Ok(cursor);
+                for (i, rec) in block::records(&v).enumerate() {
+                    let id = first + i as u64;
+                    if id <= after {
+                        continue;
+                    }
+                    if id > until {
+                        break;
+                    }
+                    if seen == max_scan {
+                        return Ok(cursor);
+                    }
+                    let view = rec
+                        .and_then(decode)
+                        .map_err(|source| LogError::Corrupt { id, source })?;
+                    seen += 1;
+                    cursor = id;
+                    if !visit(id, view)? {
+                        return Ok(cursor);
+                    }
                 }
             }
+            Ok(until)
+        })
+    }
+
+    /// The id of the first stored event, if any.
+    pub fn first_id(&self) -> Option<u64> {
+        if self.remote.is_some() {
+            return Some(self.earliest()).filter(|&e| e <= self.head());
         }
-        Ok(until)
+        let first = self.shared.events.first().ok().flatten()?;
+        Some(key_id(&first.0))
     }
 
     /// The log sequence of the event a Mercure publisher gave `wire_id`, if
@@ -418,8 +850,9 @@ impl EventLog {
             .map(|v| key_id(&v)))
     }
 
-    /// Stops the writer and the retention task and flushes everything to disk.
-    /// Appends after this fail with [`LogError::Closed`].
+    /// Stops the writer and the retention task, flushes everything to disk
+    /// and records a clean close (the next start continues right after the
+    /// last id). Appends after this fail with [`LogError::Closed`].
     pub fn close(&self) -> Result<(), LogError> {
         if let Some(r) = &self.remote {
             r.close();
@@ -439,8 +872,18 @@ impl EventLog {
                 tracing::error!("a log thread panicked");
             }
         }
-        self.shared.stopped.store(true, Ordering::Release);
-        self.shared.db.flush()?;
+        let shared = &self.shared;
+        shared.stopped.store(true, Ordering::Release);
+        guarded(&shared.dir, "flushing", || Ok(shared.db.flush()?))?;
+        let head = shared.head.load(Ordering::Acquire);
+        let stored = shared.stored_last.load(Ordering::Acquire);
+        let db = mark::FileId::of(&shared.dir.join("db"));
+        shared.update_mark(|s| {
+            s.reserved = head;
+            s.durable = s.durable.max(stored);
+            s.db = db;
+            s.clean = true;
+        })?;
         Ok(())
     }
 }
@@ -479,6 +922,9 @@ fn run_appender(
 ) {
     let latency = metrics::histogram!("spout_log_append_seconds");
     let commits = metrics::counter!("spout_log_commits_total");
+    // Set when the storage engine failed under us: every later append gets
+    // the same error instead of writing into a database in an unknown state.
+    let mut broken: Option<String> = None;
     while let Ok(first) = rx.recv() {
         let started = Instant::now();
         let mut jobs = vec![first];
@@ -488,24 +934,42 @@ fn run_appender(
                 Err(_) => break,
             }
         }
-        let (events, result) = commit(&shared, &mut jobs);
+        if let Some(why) = &broken {
+            for job in jobs {
+                let _ = job.reply.send(Err(damaged(&shared.dir, why.clone())));
+            }
+            continue;
+        }
+        let committed = guarded(&shared.dir, "appending", || Ok(commit(&shared, &mut jobs)));
+        let (events, results) = match committed {
+            Ok(c) => c,
+            Err(err) => {
+                tracing::error!(error = %err, "log append failed; the log refuses appends until restarted");
+                shared.stopped.store(true, Ordering::Release);
+                broken = Some(match &err {
+                    LogError::Damaged { detail, .. } => detail.clone(),
+                    other => other.to_string(),
+                });
+                let n = jobs.len();
+                (
+                    Vec::new(),
+                    (0..n)
+                        .map(|_| Err(LogError::Append(err.to_string())))
+                        .collect(),
+                )
+            }
+        };
         // Publishers are answered first: fan-out to many subscribers takes
         // time and the events are already stored. Subscribers that connect in
         // between read them from the log and skip the queued copies by id.
-        match result {
-            Ok(ids) => {
-                for (job, ids) in jobs.into_iter().zip(ids) {
-                    let _ = job.reply.send(Ok(ids));
+        for (job, result) in jobs.into_iter().zip(results) {
+            if let Err(err) = &result {
+                if !matches!(err, LogError::Conflict { .. }) {
+                    tracing::error!(error = %err, "log append failed");
+                    metrics::counter!("spout_log_errors_total").increment(1);
                 }
             }
-            Err(err) => {
-                tracing::error!(error = %err, "log append failed");
-                metrics::counter!("spout_log_errors_total").increment(1);
-                let msg = err.to_string();
-                for job in jobs {
-                    let _ = job.reply.send(Err(LogError::Append(msg.clone())));
-                }
-            }
+            let _ = job.reply.send(result);
         }
         // Whatever is in the log is fanned out, even if a later step of the
         // commit failed: subscribers must never miss a stored event.
@@ -525,74 +989,160 @@ fn run_appender(
     shared.stopped.store(true, Ordering::Release);
 }
 
-/// Writes every job's events as one batch. Returns the events that reached
-/// the log (for fan-out) and each job's ids, or the error that kept the commit
-/// from completing. Ids advance as soon as the batch is in the tree, so a later
-/// failure (fsync, say) can never lead to an id being reused.
-/// The outcome of one group commit: what reached the log, and per job ids or the error.
-type Committed = (Vec<Arc<Event>>, Result<Vec<Vec<u64>>, LogError>);
+/// The outcome of one group commit: what reached the log (for fan-out), and
+/// per job its ids or its error.
+type Committed = (Vec<Arc<Event>>, Vec<Result<Vec<u64>, LogError>>);
 
+/// Where an event of a request ends up.
+enum Slot {
+    /// A new event: the next id.
+    New,
+    /// Its key names a stored (or earlier in this commit) event with the
+    /// same content.
+    Known(u64),
+    /// Its key repeats the key of event `j` of the same request.
+    SameAs(usize),
+}
+
+/// Writes every job's events as one batch. A job whose key conflicts gets
+/// [`LogError::Conflict`] and stores nothing; the others are committed. Ids
+/// advance as soon as the batch is in the tree, so a later failure (fsync,
+/// say) can never lead to an id being reused; and no id is handed out that
+/// the mark has not reserved durably.
 fn commit(shared: &Shared, jobs: &mut [Job]) -> Committed {
     let time_ms = now_ms();
     let mut next = shared.head.load(Ordering::Acquire) + 1;
+    let mut reserved = shared.reserved();
+    let mut prev = shared.stored_last.load(Ordering::Acquire);
     let mut batch = sled::Batch::default();
-    let mut block = block::BlockWriter::new();
+    let mut block: Option<block::BlockWriter> = None;
     let mut block_first = next;
     let mut dedupe_batch = sled::Batch::default();
-    let mut fresh_keys: HashMap<Vec<u8>, u64> = HashMap::new();
+    // Keys assigned in this commit: key → (id, digest).
+    let mut fresh_keys: HashMap<Vec<u8>, (u64, Digest)> = HashMap::new();
     let mut events = Vec::new();
-    let mut all_ids = Vec::with_capacity(jobs.len());
+    let mut results = Vec::with_capacity(jobs.len());
     let mut bytes = 0u64;
-    for job in jobs.iter_mut() {
-        let mut ids = Vec::with_capacity(job.events.len());
-        for ne in job.events.drain(..) {
-            let mut known = None;
-            let dks = dedupe_keys(&ne.topic, ne.key.as_deref(), wire_id_of(&ne));
+    'jobs: for job in jobs.iter_mut() {
+        // Plan the request first, so a conflict leaves no trace of it.
+        let mut plan = Vec::with_capacity(job.events.len());
+        let mut pending: HashMap<Vec<u8>, (usize, Digest)> = HashMap::new();
+        let mut digests = Vec::with_capacity(job.events.len());
+        let mut new_count = 0u64;
+        for (j, ne) in job.events.iter().enumerate() {
+            let dks = dedupe_keys(&ne.topic, ne.key.as_deref(), wire_id_of(ne));
+            if dks.iter().all(Option::is_none) {
+                plan.push(Slot::New);
+                digests.push(None);
+                new_count += 1;
+                continue;
+            }
+            let digest = record::digest_new(ne);
+            let mut slot = None;
             for dk in dks.iter().flatten() {
-                known = match fresh_keys.get(dk) {
-                    Some(id) => Some(*id),
-                    None => match shared.dedupe.get(dk) {
-                        Ok(v) => v.map(|v| key_id(&v)),
-                        Err(e) => return (Vec::new(), Err(e.into())),
-                    },
+                let found = if let Some((i, d)) = pending.get(dk) {
+                    Some((Slot::SameAs(*i), Some(*d)))
+                } else if let Some((id, d)) = fresh_keys.get(dk) {
+                    Some((Slot::Known(*id), Some(*d)))
+                } else {
+                    match shared.dedupe.get(dk) {
+                        Ok(v) => v.map(|v| (Slot::Known(key_id(&v)), dedupe_digest(&v))),
+                        Err(e) => {
+                            results.push(Err(e.into()));
+                            continue 'jobs;
+                        }
+                    }
                 };
-                if known.is_some() {
+                if let Some((s, stored)) = found {
+                    if stored.is_some_and(|d| d != digest) {
+                        let id = match s {
+                            Slot::Known(id) => id,
+                            _ => 0,
+                        };
+                        results.push(Err(LogError::Conflict {
+                            what: describe_key(dk),
+                            id,
+                        }));
+                        continue 'jobs;
+                    }
+                    slot = Some(s);
                     break;
                 }
             }
-            if let Some(id) = known {
-                ids.push(id);
+            let slot = slot.unwrap_or(Slot::New);
+            if matches!(slot, Slot::New) {
+                for dk in dks.into_iter().flatten() {
+                    pending.insert(dk, (j, digest));
+                }
+                new_count += 1;
+            }
+            plan.push(slot);
+            digests.push(Some(digest));
+        }
+        // Ids past the reservation are reserved (and fsynced) before use.
+        if new_count > 0 && next + new_count - 1 > reserved {
+            let want = next + new_count - 1 + mark::RESERVE_BLOCK;
+            if let Err(e) = shared.update_mark(|s| s.reserved = s.reserved.max(want)) {
+                results.push(Err(e));
                 continue;
             }
-            for dk in dks.into_iter().flatten() {
-                dedupe_batch.insert(dk.clone(), &id_key(next));
-                fresh_keys.insert(dk, next);
-            }
-            let event = Event::new(next, time_ms, ne);
-            if block.is_full() {
-                let full = std::mem::replace(&mut block, block::BlockWriter::new());
-                let full = full.finish();
-                bytes += full.len() as u64;
-                batch.insert(&id_key(block_first), full);
-                block_first = next;
-            }
-            block.push(&event);
-            ids.push(next);
-            events.push(Arc::new(event));
-            next += 1;
+            reserved = want;
         }
-        all_ids.push(ids);
+        let mut ids: Vec<u64> = Vec::with_capacity(job.events.len());
+        for ((ne, slot), digest) in job.events.drain(..).zip(plan).zip(digests) {
+            let id = match slot {
+                Slot::Known(id) => id,
+                Slot::SameAs(j) => ids[j],
+                Slot::New => {
+                    let id = next;
+                    if let Some(d) = digest {
+                        for dk in dedupe_keys(&ne.topic, ne.key.as_deref(), wire_id_of(&ne))
+                            .into_iter()
+                            .flatten()
+                        {
+                            dedupe_batch.insert(dk.clone(), &dedupe_value(id, &d));
+                            fresh_keys.insert(dk, (id, d));
+                        }
+                    }
+                    let event = Event::new(id, time_ms, ne);
+                    if block.as_ref().is_some_and(|b| b.is_full()) {
+                        if let Some(full) = block.take() {
+                            let full = full.finish();
+                            bytes += full.len() as u64;
+                            batch.insert(&id_key(block_first), full);
+                        }
+                    }
+                    let w = block.get_or_insert_with(|| {
+                        block_first = id;
+                        block::BlockWriter::new(id, prev)
+                    });
+                    w.push(&event);
+                    prev = id;
+                    events.push(Arc::new(event));
+                    next += 1;
+                    id
+                }
+            };
+            ids.push(id);
+        }
+        results.push(Ok(ids));
     }
-    if events.is_empty() {
-        return (events, Ok(all_ids));
-    }
-    let last_block = block.finish();
+    let Some(last_block) = block else {
+        return (events, results);
+    };
+    let last_block = last_block.finish();
     bytes += last_block.len() as u64;
     batch.insert(&id_key(block_first), last_block);
     if let Err(e) = shared.events.apply_batch(batch) {
-        return (Vec::new(), Err(e.into()));
+        let msg = e.to_string();
+        let results = results
+            .into_iter()
+            .map(|r| r.and_then(|_| Err(LogError::Append(msg.clone()))))
+            .collect();
+        return (Vec::new(), results);
     }
     shared.head.store(next - 1, Ordering::Release);
+    shared.stored_last.store(next - 1, Ordering::Release);
     shared
         .count
         .fetch_add(events.len() as u64, Ordering::Relaxed);
@@ -606,8 +1156,15 @@ fn commit(shared: &Shared, jobs: &mut [Job]) -> Committed {
         }
         Ok(())
     };
-    let result = finish().map(|()| all_ids);
-    (events, result)
+    if let Err(e) = finish() {
+        let msg = e.to_string();
+        let results = results
+            .into_iter()
+            .map(|r| r.and_then(|_| Err(LogError::Append(msg.clone()))))
+            .collect();
+        return (events, results);
+    }
+    (events, results)
 }
 
 #[cfg(test)]
@@ -717,9 +1274,7 @@ mod tests {
         assert_eq!(collect(&log, 18)[0], (19, "19".to_string()));
         // The dedupe keys of removed events are gone; kept ones still dedupe.
         assert_eq!(
-            log.append(vec![ev("t", "again", Some("k19"))])
-                .await
-                .unwrap(),
+            log.append(vec![ev("t", "19", Some("k19"))]).await.unwrap(),
             [19]
         );
         assert_eq!(
@@ -800,23 +1355,173 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn idempotency_keys_return_the_first_id() {
+    async fn idempotency_keys_return_the_first_id_and_refuse_other_content() {
         let dir = tempfile::tempdir().unwrap();
         let log = open_quiet(dir.path(), Fsync::Never);
         let ids = log
             .append(vec![
                 ev("a", "1", Some("k")),
-                ev("a", "dup", Some("k")),
+                ev("a", "1", Some("k")),
                 ev("b", "other topic", Some("k")),
             ])
             .await
             .unwrap();
         assert_eq!(ids, [1, 1, 2]);
         assert_eq!(
-            log.append(vec![ev("a", "retry", Some("k"))]).await.unwrap(),
+            log.append(vec![ev("a", "1", Some("k"))]).await.unwrap(),
             [1]
         );
-        assert_eq!(log.count(), 2);
+        // The same key with other content: the whole request is refused.
+        let err = log
+            .append(vec![ev("c", "fine", None), ev("a", "changed", Some("k"))])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, LogError::Conflict { id: 1, what } if what.contains("`k` on topic `a`")),
+            "{err}"
+        );
+        // Inside one request too.
+        let err = log
+            .append(vec![ev("d", "x", Some("j")), ev("d", "y", Some("j"))])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, LogError::Conflict { .. }), "{err}");
+        assert_eq!(log.count(), 2, "nothing of a conflicting request is stored");
+        // A request in the same group commit as a conflicting one is unaffected.
+        let (a, b) = tokio::join!(
+            log.append(vec![ev("a", "other", Some("k"))]),
+            log.append(vec![ev("e", "ok", None)])
+        );
+        assert!(a.is_err());
+        assert_eq!(b.unwrap(), [3]);
+        log.close().unwrap();
+    }
+
+    #[tokio::test]
+    async fn ids_reserved_by_a_run_that_crashed_are_never_given_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open_quiet(dir.path(), Fsync::Batch);
+        assert_eq!(log.append(vec![ev("t", "1", None)]).await.unwrap(), [1]);
+        log.close().unwrap();
+        drop(log);
+        // A clean close: the next id follows at once.
+        let state = Mark::read(dir.path()).unwrap().unwrap();
+        assert!(state.clean);
+        assert_eq!((state.reserved, state.durable), (1, 1));
+        // What a crash leaves: ids reserved up to 70,000, not closed.
+        let mut m = Mark::create(
+            dir.path(),
+            State {
+                reserved: 70_000,
+                clean: false,
+                ..state
+            },
+        )
+        .unwrap();
+        m.write(State {
+            reserved: 70_000,
+            clean: false,
+            ..state
+        })
+        .unwrap();
+        drop(m);
+        let log = open_quiet(dir.path(), Fsync::Batch);
+        assert_eq!(log.head(), 70_000, "every id a client may have seen");
+        assert_eq!(
+            log.append(vec![ev("t", "2", None)]).await.unwrap(),
+            [70_001]
+        );
+        // Replay across the gap is seamless, also from inside it.
+        assert_eq!(
+            collect(&log, 0),
+            [(1, "1".to_string()), (70_001, "2".into())]
+        );
+        assert_eq!(collect(&log, 5_000), [(70_001, "2".to_string())]);
+        // The new run reserved ahead before handing 70,001 out.
+        let reserved = Mark::read(dir.path()).unwrap().unwrap().reserved;
+        assert!(reserved >= 70_001, "{reserved}");
+        log.close().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_damaged_or_lost_file_is_refused_and_repair_keeps_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open_quiet(dir.path(), Fsync::Always);
+        for i in 0..30 {
+            let batch = (0..10)
+                .map(|j| {
+                    ev(
+                        "t",
+                        &format!("event {} {}", i * 10 + j, "x".repeat(40)),
+                        Some(&format!("k{i}-{j}")),
+                    )
+                })
+                .collect();
+            log.append(batch).await.unwrap();
+        }
+        log.close().unwrap();
+        drop(log);
+        let pristine = dir.path().join("pristine");
+        std::fs::create_dir(&pristine).unwrap();
+        for f in ["conf", "db", mark::FILE] {
+            std::fs::copy(dir.path().join(f), pristine.join(f)).unwrap();
+        }
+        // Flip one byte inside event 150's text in sled's file.
+        let db = dir.path().join("db");
+        let mut bytes = std::fs::read(&db).unwrap();
+        let at = memchr::memmem::rfind(&bytes, b"event 150 ").unwrap();
+        bytes[at + 2] ^= 0x20;
+        std::fs::write(&db, &bytes).unwrap();
+        let err = EventLog::open(
+            &config(dir.path(), Fsync::Always),
+            Arc::new(|_: &[Arc<Event>]| {}),
+        )
+        .err()
+        .unwrap();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("is damaged") && msg.contains("spout repair"),
+            "{msg}"
+        );
+        // Nothing was changed: the damaged file is as it was.
+        assert_eq!(std::fs::read(&db).unwrap(), bytes);
+        let report = repair(dir.path()).unwrap();
+        println!("{report}");
+        let lost: u64 = report.lost.iter().map(|(a, b)| b - a + 1).sum();
+        assert_eq!(report.kept + lost, 300, "{report}");
+        assert!(report.reserved >= 300);
+        let log = open_quiet(dir.path(), Fsync::Always);
+        let got = collect(&log, 0);
+        assert_eq!(got.len() as u64, report.kept);
+        // Every kept event is intact: its text names its own id.
+        for (id, text) in &got {
+            assert!(
+                text.starts_with(&format!("event {} ", id - 1)),
+                "{id}: {text}"
+            );
+        }
+        // Keys survived: a retry of a kept event returns its id.
+        let retry = ev("t", &format!("event 0 {}", "x".repeat(40)), Some("k0-0"));
+        assert_eq!(log.append(vec![retry]).await.unwrap(), [1]);
+        let next = log.append(vec![ev("t", "new", None)]).await.unwrap()[0];
+        assert!(next > 300, "{next}");
+        log.close().unwrap();
+        drop(log);
+
+        // sled's file cut to nothing: ids must not restart at 1.
+        let cut = pristine;
+        std::fs::write(cut.join("db"), []).unwrap();
+        let err = EventLog::open(
+            &config(&cut, Fsync::Always),
+            Arc::new(|_: &[Arc<Event>]| {}),
+        )
+        .err()
+        .unwrap();
+        assert!(err.to_string().contains("1..300"), "{err}");
+        let report = repair(&cut).unwrap();
+        assert_eq!((report.kept, report.lost.clone()), (0, vec![(1, 300)]));
+        let log = open_quiet(&cut, Fsync::Always);
+        assert!(log.append(vec![ev("t", "new", None)]).await.unwrap()[0] > 300);
         log.close().unwrap();
     }
 

@@ -122,6 +122,88 @@ impl<'a> View<'a> {
     }
 }
 
+/// What makes two events with one idempotency key "the same": everything a
+/// subscriber receives except the id and the time (topic, type, `to`, the
+/// data and whether it is text, Mercure's `private`, further topics and
+/// `retry`). Stored beside the key so a retry with the same key and the same
+/// content is answered with the first id, and one with other content is a
+/// conflict instead of a silent drop.
+pub type Digest = [u8; 16];
+
+/// The [`Digest`] of an event about to be stored.
+pub fn digest_new(e: &NewEvent) -> Digest {
+    let (text, data): (bool, &[u8]) = match &e.data {
+        Data::Text(t) => (true, t.as_bytes()),
+        Data::Json(j) => (false, j),
+    };
+    let x = e.extra.as_deref();
+    digest_parts(
+        &e.topic,
+        e.kind.as_deref(),
+        e.to.as_deref(),
+        text,
+        data,
+        x.is_some_and(|x| x.private),
+        x.map_or(&[][..], |x| &x.also[..]).iter().map(|t| &**t),
+        x.and_then(|x| x.retry),
+    )
+}
+
+/// The [`Digest`] of a stored record.
+pub fn digest_view(v: &View<'_>) -> Digest {
+    digest_parts(
+        v.topic,
+        v.kind,
+        v.to,
+        v.text,
+        v.data,
+        v.private,
+        v.also(),
+        v.retry,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn digest_parts<'a>(
+    topic: &str,
+    kind: Option<&str>,
+    to: Option<&str>,
+    text: bool,
+    data: &[u8],
+    private: bool,
+    also: impl Iterator<Item = &'a str>,
+    retry: Option<u32>,
+) -> Digest {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    let mut field = |tag: u8, bytes: &[u8]| {
+        h.update([tag]);
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    };
+    field(b't', topic.as_bytes());
+    if let Some(k) = kind {
+        field(b'k', k.as_bytes());
+    }
+    if let Some(to) = to {
+        field(b'u', to.as_bytes());
+    }
+    field(if text { b'x' } else { b'j' }, data);
+    if private {
+        field(b'p', &[]);
+    }
+    for t in also {
+        field(b'a', t.as_bytes());
+    }
+    if let Some(r) = retry {
+        field(b'r', &r.to_le_bytes());
+    }
+    let full = h.finalize();
+    let mut d = [0u8; 16];
+    d.copy_from_slice(&full[..16]);
+    d
+}
+
 /// Encodes an event for storage. String fields are bounded well below
 /// `u16::MAX` by publish validation; longer ones are cut at that bound.
 #[cfg(test)]

@@ -1,26 +1,51 @@
-//! The background task that keeps the log within its retention bounds.
+//! The log's background thread: it flushes sled on the `batch` schedule
+//! (and records what is durable in the mark), and keeps the log within its
+//! retention bounds.
 //!
 //! It deletes the oldest events in small batches, so appends (on their own
 //! thread) are never blocked for long, and records the highest removed id so
 //! a client resuming from before it is told to reset instead of silently
 //! missing events.
 
-use super::{block, id_key, key_id, LogError, Shared, META_TRIMMED};
+use super::{block, guarded, id_key, key_id, LogError, Shared, META_TRIMMED};
 use crate::config::RetentionConfig;
 use crate::event::now_ms;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-/// Runs until `stop` is dropped, enforcing the bounds every `cfg.interval`.
-pub(super) fn run(shared: Arc<Shared>, cfg: RetentionConfig, stop: mpsc::Receiver<()>) {
+/// Runs until `stop` is dropped: flushes sled every `flush` (when set,
+/// recording what is durable in the mark) and enforces the bounds every
+/// `cfg.interval`.
+pub(super) fn run(
+    shared: Arc<Shared>,
+    cfg: RetentionConfig,
+    flush: Option<Duration>,
+    stop: mpsc::Receiver<()>,
+) {
+    let mut last_durable_write = Instant::now();
+    let mut next_enforce = Instant::now();
     loop {
-        match enforce(&shared, &cfg, now_ms()) {
-            Ok(0) => {}
-            Ok(removed) => tracing::debug!(removed, "retention removed old events"),
-            Err(err) => tracing::error!(error = %err, "retention failed"),
+        let now = Instant::now();
+        if now >= next_enforce {
+            match enforce(&shared, &cfg, now_ms()) {
+                Ok(0) => {}
+                Ok(removed) => tracing::debug!(removed, "retention removed old events"),
+                Err(err) => tracing::error!(error = %err, "retention failed"),
+            }
+            next_enforce = now + cfg.interval;
         }
-        match stop.recv_timeout(cfg.interval) {
+        if flush.is_some() {
+            if let Err(err) = shared.flush(&mut last_durable_write, false) {
+                tracing::error!(error = %err, "flushing the log failed");
+            }
+        }
+        let wait = match flush {
+            Some(f) => f.min(next_enforce.saturating_duration_since(Instant::now())),
+            None => next_enforce.saturating_duration_since(Instant::now()),
+        };
+        match stop.recv_timeout(wait) {
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             _ => return,
         }
@@ -42,22 +67,35 @@ fn over_bounds(cfg: &RetentionConfig, count: u64, bytes: u64, time_ms: u64, now:
 /// go is deleted; one that keeps some is rewritten without its oldest events
 /// (the delete and the rewrite are one atomic sled batch).
 pub(super) fn enforce(shared: &Shared, cfg: &RetentionConfig, now: u64) -> Result<u64, LogError> {
+    guarded(&shared.dir, "enforcing retention", || {
+        enforce_inner(shared, cfg, now)
+    })
+}
+
+fn enforce_inner(shared: &Shared, cfg: &RetentionConfig, now: u64) -> Result<u64, LogError> {
     let mut removed = 0u64;
     loop {
         let Some((k, v)) = shared.events.first()? else {
             return Ok(removed);
         };
         let first = key_id(&k);
+        if let Err(e) = block::verify(first, &v) {
+            return Err(super::damaged(
+                &shared.dir,
+                format!("retention found the block starting at event {first} unreadable ({e})"),
+            ));
+        }
         let floor = shared.trimmed.load(Ordering::Acquire);
         let mut count = shared.count.load(Ordering::Relaxed);
         let mut bytes = shared.bytes.load(Ordering::Relaxed);
         let mut dedupe = sled::Batch::default();
         let mut drop_n = 0u64;
-        let mut keep = block::BlockWriter::new();
+        // Filled only once the first kept event is known (see below).
+        let mut keep: Option<block::BlockWriter> = None;
         for (i, rec) in block::records(&v).enumerate() {
             let id = first + i as u64;
             let rec = rec.map_err(|source| LogError::Corrupt { id, source })?;
-            if !keep.is_empty() {
+            if let Some(keep) = &mut keep {
                 keep.push_record(rec);
                 continue;
             }
@@ -65,7 +103,10 @@ pub(super) fn enforce(shared: &Shared, cfg: &RetentionConfig, now: u64) -> Resul
             // Ids at or below the floor are gone already (a crash between
             // recording the floor and deleting can leave them behind).
             if id > floor && !over_bounds(cfg, count, bytes, view.time_ms, now) {
-                keep.push_record(rec);
+                // The shortened block follows the last removed event.
+                let mut w = block::BlockWriter::new(id, id - 1);
+                w.push_record(rec);
+                keep = Some(w);
                 continue;
             }
             for dk in super::dedupe_keys(view.topic, view.key, view.wire_id)
@@ -84,14 +125,16 @@ pub(super) fn enforce(shared: &Shared, cfg: &RetentionConfig, now: u64) -> Resul
             return Ok(removed);
         }
         let last = first + drop_n - 1;
-        // Record the new floor before deleting, so a crash in between can only
-        // make a resume report a reset it did not strictly need.
+        // Record the new floor before deleting (in the mark too, which
+        // start-up checks sled against), so a crash in between can only make
+        // a resume report a reset it did not strictly need.
+        shared.update_mark(|s| s.trimmed = s.trimmed.max(last))?;
         shared.meta.insert(META_TRIMMED, &id_key(last))?;
         shared.trimmed.fetch_max(last, Ordering::AcqRel);
         let mut batch = sled::Batch::default();
         batch.remove(&k);
         let mut new_len = 0u64;
-        if !keep.is_empty() {
+        if let Some(keep) = keep {
             let rest = keep.finish();
             new_len = rest.len() as u64;
             batch.insert(&id_key(last + 1), rest);

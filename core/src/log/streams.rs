@@ -40,29 +40,54 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Appends checked for duplicates and added in one atomic step.
 /// KEYS[1] stream, KEYS[2] dedupe key prefix. ARGV[1] MAXLEN ('' = none),
 /// ARGV[2] dedupe TTL in seconds, then per event: key dedupe, id dedupe
-/// (each '' when absent), record.
+/// (each '' when absent), content digest (hex), record. A dedupe entry is
+/// `ID|DIGEST`; a key already used with another digest makes the whole
+/// request a conflict (`{'conflict', key, id}`) and nothing is added.
 const APPEND: &str = r"
-local out = {}
+local function known(k, pending)
+  if k == '' then return nil end
+  local v = pending[k] or redis.call('GET', KEYS[2] .. k)
+  if not v then return nil end
+  local id, d = string.match(v, '^([^|]*)|?(.*)$')
+  return id, d
+end
+local pending = {}
 local i = 3
 while i <= #ARGV do
-  local k1, k2, rec = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local known = false
-  if k1 ~= '' then known = redis.call('GET', KEYS[2] .. k1) end
-  if (not known) and k2 ~= '' then known = redis.call('GET', KEYS[2] .. k2) end
-  if known then
-    out[#out + 1] = known
+  local k1, k2, dg = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local hit = false
+  for _, k in ipairs({k1, k2}) do
+    local id, d = known(k, pending)
+    if id then
+      if d ~= '' and d ~= dg then return {'conflict', k, id} end
+      hit = true
+      break
+    end
+  end
+  if not hit then
+    if k1 ~= '' then pending[k1] = '|' .. dg end
+    if k2 ~= '' then pending[k2] = '|' .. dg end
+  end
+  i = i + 4
+end
+local out = {}
+i = 3
+while i <= #ARGV do
+  local k1, k2, dg, rec = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local id = known(k1, {}) or known(k2, {})
+  if id then
+    out[#out + 1] = id
   else
-    local id
     if ARGV[1] ~= '' then
       id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'r', rec)
     else
       id = redis.call('XADD', KEYS[1], '*', 'r', rec)
     end
-    if k1 ~= '' then redis.call('SET', KEYS[2] .. k1, id, 'EX', ARGV[2]) end
-    if k2 ~= '' then redis.call('SET', KEYS[2] .. k2, id, 'EX', ARGV[2]) end
+    if k1 ~= '' then redis.call('SET', KEYS[2] .. k1, id .. '|' .. dg, 'EX', ARGV[2]) end
+    if k2 ~= '' then redis.call('SET', KEYS[2] .. k2, id .. '|' .. dg, 'EX', ARGV[2]) end
     out[#out + 1] = id
   end
-  i = i + 3
+  i = i + 4
 end
 return out
 ";
@@ -185,15 +210,40 @@ impl RedisLog {
                 ne.key.as_deref(),
                 ne.extra.as_ref().and_then(|x| x.wire_id.as_deref()),
             );
+            let digest: String = if k1.is_some() || k2.is_some() {
+                record::digest_new(&ne)
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect()
+            } else {
+                String::new()
+            };
             let event = Event::new(0, time_ms, ne);
             buf.clear();
             record::encode_into(&mut buf, &event);
             inv.arg(k1.unwrap_or_default())
                 .arg(k2.unwrap_or_default())
+                .arg(&digest)
                 .arg(&buf[..]);
         }
         let mut conn = self.manager().await?;
-        let ids: Vec<String> = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
+        let ids: Vec<Vec<u8>> = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
+        if ids.first().map(Vec::as_slice) == Some(b"conflict") {
+            let key = ids.get(1).map_or(&[][..], Vec::as_slice);
+            let id = ids
+                .get(2)
+                .and_then(|s| std::str::from_utf8(s).ok())
+                .and_then(pack)
+                .unwrap_or(0);
+            return Err(LogError::Conflict {
+                what: super::describe_key(key),
+                id,
+            });
+        }
+        let ids: Vec<String> = ids
+            .into_iter()
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .collect();
         ids.iter()
             .map(|s| pack(s).ok_or_else(|| unavailable(format!("unexpected stream id {s:?}"))))
             .collect()
@@ -246,7 +296,9 @@ impl RedisLog {
         let mut full = self.dedupe.clone().into_bytes();
         full.extend_from_slice(&key);
         let v: Option<String> = self.with_sync(|c| redis::cmd("GET").arg(&full[..]).query(c))?;
-        Ok(v.as_deref().and_then(pack))
+        Ok(v.as_deref()
+            .and_then(|v| v.split('|').next())
+            .and_then(pack))
     }
 
     /// A plugin key-value entry (cluster-wide store).
