@@ -114,3 +114,79 @@ async fn invalid_utf8_and_topic_floods_get_clear_errors() {
     assert_eq!(ids.len(), 10_000);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn at_the_file_descriptor_limit_accept_failures_are_counted_not_flooded() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(&cfg, "").unwrap();
+    // A process allowed 40 open files: a hundred clients exhaust it.
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 40 && exec '{}' serve --config '{}' --listen 127.0.0.1:0 --data-dir '{}'",
+            bin(),
+            cfg.display(),
+            dir.path().join("data").display()
+        ))
+        .env("SPOUT_PLUGIN_CACHE", plugin_cache())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let addr: std::net::SocketAddr = loop {
+        let line = rx.recv_timeout(WAIT).expect("no listening line");
+        if let Some(i) = line.find("listening on http://") {
+            break line[i + 20..].trim().parse().unwrap();
+        }
+    };
+    let mut clients = Vec::new();
+    for _ in 0..100 {
+        clients.push(TcpStream::connect(addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    drop(clients);
+    // The metric counts every failure; the log has about a line a second.
+    let metrics = loop {
+        let resp = request(
+            addr,
+            http::Method::GET,
+            "/metrics",
+            &[],
+            bytes::Bytes::new(),
+        )
+        .await;
+        let (_, _, body) = body_bytes(resp).await;
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        if text.contains("spout_accept_errors_total") {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let failures: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("spout_accept_errors_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let logged: Vec<String> = rx
+        .try_iter()
+        .filter(|l| l.contains("accept failed"))
+        .collect();
+    assert!(failures >= 10.0, "{failures} failures counted");
+    assert!(!logged.is_empty());
+    assert!(
+        (logged.len() as f64) < failures / 4.0 && logged.len() <= 10,
+        "{} log lines for {failures} failures",
+        logged.len()
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

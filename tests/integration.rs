@@ -14,6 +14,7 @@ mod durability;
 mod examples;
 mod hostile;
 mod integrity;
+mod isolation;
 mod limits;
 mod mercure;
 mod ops;

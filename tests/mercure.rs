@@ -286,9 +286,24 @@ async fn resume_with_last_event_id_header_query_and_earliest() {
             (d, "message".into(), "d".into())
         ]
     );
-    // A duplicate publisher id is not stored twice.
-    let again = publish_ok(addr, &[("topic", t), ("data", "b2"), ("id", "urn:x:b")]).await;
+    // A publisher id used again with the same update is idempotent; with
+    // another update it is a conflict, never a silent drop.
+    let again = publish_ok(addr, &[("topic", t), ("data", "b"), ("id", "urn:x:b")]).await;
     assert_eq!(again, "urn:x:b");
+    for other in [
+        &[("topic", t), ("data", "b2"), ("id", "urn:x:b")][..],
+        &[
+            ("topic", "https://example.com/other"),
+            ("data", "b"),
+            ("id", "urn:x:b"),
+        ][..],
+    ] {
+        let (status, body) = publish_form(addr, Some(&publisher(&["*"])), other).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["error"], "id_conflict", "{body}");
+        assert!(v["detail"].as_str().unwrap().contains("urn:x:b"), "{body}");
+    }
     let mut s = server
         .sse(&hub_url(&[t], "&lastEventID=earliest"), &[])
         .await;

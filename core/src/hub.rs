@@ -10,8 +10,12 @@
 //! [`crate::stream`]) catches up from the log, so a slow client never slows
 //! the publisher or other clients and never silently loses an event.
 //!
-//! Filters run here, once per committed batch per filter group (subscription
-//! key), not once per subscriber.
+//! Filters run once per committed batch per filter group (subscription
+//! key), not once per subscriber, and never on the fan-out thread nor under
+//! the routes lock: the fan-out thread hands each route's filtered
+//! subscribers to that route's own filter lane (a thread), so a filter that
+//! spins to its deadline delays only its own route, and unfiltered
+//! subscribers and new subscriptions never wait for any filter.
 //!
 //! One ticker serves every connection: it queues heartbeats and closes
 //! connections that stayed lagged without even reading (see [`Hub::tick`]).
@@ -24,11 +28,11 @@ use crate::pipeline::filter::FilterGroup;
 use crate::plugin::bindings::types::Request as PluginRequest;
 use crate::plugin::wire::BatchBuilder;
 use crate::queue;
-use crate::topic::{any_matches, Pattern, Selector};
+use crate::topic::{Pattern, Selector};
 use metrics::{Counter, Gauge};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{mpsc, Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -117,13 +121,25 @@ pub struct Subscriber {
 }
 
 impl Subscriber {
-    /// Queues `ev` if this subscriber may see it; returns whether it was queued.
-    fn offer(&self, ev: &Arc<Event>, lagged: &Counter) -> bool {
-        let visible = match &self.mercure {
+    /// Whether this subscriber may see `ev` (its topics matched already).
+    fn may_see(&self, ev: &Event) -> bool {
+        match &self.mercure {
             Some(access) => access.admits_event(ev, self.user.as_deref()),
             None => ev.visible_to(self.user.as_deref()),
-        };
-        if !visible {
+        }
+    }
+
+    /// Flags the subscriber as behind: its stream catches up from the log.
+    fn fall_behind(&self, lagged: &Counter) {
+        if !self.lagged.swap(true, Ordering::AcqRel) {
+            self.lagged_since.store(now_ms(), Ordering::Release);
+            lagged.increment(1);
+        }
+    }
+
+    /// Queues `ev` if this subscriber may see it; returns whether it was queued.
+    fn offer(&self, ev: &Arc<Event>, lagged: &Counter) -> bool {
+        if !self.may_see(ev) {
             return false;
         }
         if self.multi.load(Ordering::Relaxed) {
@@ -135,10 +151,7 @@ impl Subscriber {
         match self.tx.try_send(Item::Event(ev.clone())) {
             Ok(()) => true,
             Err(queue::TrySendError::Full(_)) => {
-                if !self.lagged.swap(true, Ordering::AcqRel) {
-                    self.lagged_since.store(now_ms(), Ordering::Release);
-                    lagged.increment(1);
-                }
+                self.fall_behind(lagged);
                 false
             }
             Err(queue::TrySendError::Closed(_)) => false,
@@ -293,6 +306,64 @@ struct Inner {
     connections_total: Counter,
     lagged: Counter,
     overflow: Counter,
+    /// One filter lane per stream route with filters, started on first use.
+    lanes: Mutex<HashMap<Arc<str>, mpsc::SyncSender<LaneJob>>>,
+}
+
+/// Filter work the fan-out thread hands to a route's lane: the committed
+/// batch and, per filter group, its subscribers with the events (indices)
+/// their topics matched.
+struct LaneJob {
+    events: Arc<[Arc<Event>]>,
+    groups: Vec<GroupWork>,
+}
+
+/// One filter group's subscribers, each with the indices of the events its
+/// topics matched.
+type GroupWork = (Arc<FilterGroup>, Vec<(Arc<Subscriber>, Vec<u32>)>);
+
+/// Batches a lane may hold before further ones make their subscribers catch
+/// up from the log instead (they never wait for a lane, nor lose events).
+const LANE_BACKLOG: usize = 256;
+
+/// Runs one route's filters, in commit order, and queues what they keep.
+fn run_lane(rx: mpsc::Receiver<LaneJob>, inner: std::sync::Weak<Inner>, lagged: Counter) {
+    while let Ok(job) = rx.recv() {
+        let mut delivered: HashMap<usize, u64> = HashMap::new();
+        for (group, subs) in &job.groups {
+            // Subscribers of one group share user and selectors, so they
+            // matched the same events; the union keeps it exact anyway.
+            let mut wanted: Vec<u32> = subs.iter().flat_map(|(_, ix)| ix.iter().copied()).collect();
+            wanted.sort_unstable();
+            wanted.dedup();
+            let mut keep = vec![false; job.events.len()];
+            if group.is_active() {
+                let mut batch = BatchBuilder::default();
+                for &i in &wanted {
+                    batch.push_event(&job.events[i as usize]);
+                }
+                for (&i, k) in wanted.iter().zip(group.evaluate(&batch)) {
+                    keep[i as usize] = k;
+                }
+            } else {
+                // The route's filters were removed by a reload.
+                wanted.iter().for_each(|&i| keep[i as usize] = true);
+            }
+            for (sub, ix) in subs {
+                for &i in ix {
+                    if keep[i as usize] && sub.offer(&job.events[i as usize], &lagged) {
+                        *delivered.entry(i as usize).or_default() += 1;
+                    }
+                }
+            }
+        }
+        if let Some(inner) = inner.upgrade() {
+            let mut topics = inner.topics.lock().unwrap_or_else(|e| e.into_inner());
+            for (i, n) in delivered {
+                topics.get(&job.events[i].topic).delivered.increment(n);
+            }
+        }
+    }
 }
 
 /// The fan-out hub; clones share it.
@@ -323,6 +394,7 @@ impl Hub {
                 connections_total: metrics::counter!("spout_connections_total"),
                 lagged: metrics::counter!("spout_subscribers_lagged_total"),
                 overflow: metrics::counter!("spout_subscribers_overflow_total"),
+                lanes: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -448,43 +520,111 @@ impl Hub {
     }
 
     /// Queues each event for every subscriber whose selectors match it.
-    /// Called by the log's appender with each committed batch, in id order;
-    /// never blocks on a subscriber.
+    /// Called by the log's fan-out thread with each committed batch, in id
+    /// order; never blocks on a subscriber and never runs a filter: the
+    /// subscribers of filtered routes are handed to their route's lane.
     pub fn fan_out(&self, events: &[Arc<Event>]) {
         let inner = &self.inner;
         inner
             .events
             .fetch_add(events.len() as u64, Ordering::Relaxed);
-        let routes = read(&inner.routes);
-        let mut topics = inner.topics.lock().unwrap_or_else(|e| e.into_inner());
-        // Filter verdicts for this batch, computed once per filter group.
-        let mut verdicts = Verdicts::default();
-        for (i, ev) in events.iter().enumerate() {
-            let mut delivered = 0u64;
-            let mut offer = |s: &Arc<Subscriber>| {
-                if let Some(g) = &s.filter {
-                    if !verdicts.keeps(g, s, events, i) {
-                        return;
+        // Per filter group: its subscribers (with a position per
+        // subscriber) and the events each matched.
+        type Pending = (
+            Arc<FilterGroup>,
+            Vec<(Arc<Subscriber>, Vec<u32>)>,
+            HashMap<u64, usize>,
+        );
+        let mut filtered: HashMap<*const FilterGroup, Pending> = HashMap::new();
+        {
+            let routes = read(&inner.routes);
+            let mut topics = inner.topics.lock().unwrap_or_else(|e| e.into_inner());
+            for (i, ev) in events.iter().enumerate() {
+                let mut delivered = 0u64;
+                let mut offer = |s: &Arc<Subscriber>| match &s.filter {
+                    Some(g) => {
+                        if !s.may_see(ev) {
+                            return;
+                        }
+                        let (_, subs, at) = filtered
+                            .entry(Arc::as_ptr(g))
+                            .or_insert_with(|| (g.clone(), Vec::new(), HashMap::new()));
+                        let pos = *at.entry(s.key).or_insert_with(|| {
+                            subs.push((s.clone(), Vec::new()));
+                            subs.len() - 1
+                        });
+                        let ix = &mut subs[pos].1;
+                        // Several selectors may match one event: once.
+                        if ix.last() != Some(&(i as u32)) {
+                            ix.push(i as u32);
+                        }
                     }
-                }
-                delivered += u64::from(s.offer(ev, &inner.lagged));
-            };
-            if let Some(list) = routes.exact.get(&*ev.topic) {
-                list.iter().for_each(&mut offer);
-            }
-            for (pattern, list) in routes.patterns.values() {
-                if pattern.matches(&ev.topic) {
+                    None => delivered += u64::from(s.offer(ev, &inner.lagged)),
+                };
+                if let Some(list) = routes.exact.get(&*ev.topic) {
                     list.iter().for_each(&mut offer);
                 }
+                for (pattern, list) in routes.patterns.values() {
+                    if pattern.matches(&ev.topic) {
+                        list.iter().for_each(&mut offer);
+                    }
+                }
+                routes.mercure.values().for_each(&mut offer);
+                let m = topics.get(&ev.topic);
+                m.published.increment(1);
+                m.delivered.increment(delivered);
             }
-            routes.mercure.values().for_each(&mut offer);
-            let m = topics.get(&ev.topic);
-            m.published.increment(1);
-            m.delivered.increment(delivered);
         }
-        drop(topics);
-        drop(routes);
+        if !filtered.is_empty() {
+            self.to_lanes(events, filtered.into_values().map(|(g, subs, _)| (g, subs)));
+        }
         inner.appended.notify_waiters();
+    }
+
+    /// Hands filter work to each route's lane (started on first use). A
+    /// lane that is full makes its subscribers catch up from the log.
+    fn to_lanes(&self, events: &[Arc<Event>], groups: impl Iterator<Item = GroupWork>) {
+        let inner = &self.inner;
+        let shared: Arc<[Arc<Event>]> = events.into();
+        let mut by_route: HashMap<Arc<str>, LaneJob> = HashMap::new();
+        for (g, subs) in groups {
+            let Some(route) = subs.first().map(|(s, _)| s.route.clone()) else {
+                continue;
+            };
+            by_route
+                .entry(route)
+                .or_insert_with(|| LaneJob {
+                    events: shared.clone(),
+                    groups: Vec::new(),
+                })
+                .groups
+                .push((g, subs));
+        }
+        let mut lanes = inner.lanes.lock().unwrap_or_else(|e| e.into_inner());
+        for (route, job) in by_route {
+            let lane = lanes.entry(route.clone()).or_insert_with(|| {
+                let (tx, rx) = mpsc::sync_channel(LANE_BACKLOG);
+                let weak = Arc::downgrade(inner);
+                let lagged = inner.lagged.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("spout-filter".into())
+                    .spawn(move || run_lane(rx, weak, lagged));
+                if let Err(err) = spawned {
+                    tracing::error!(%route, error = %err, "cannot start a filter lane; its subscribers catch up from the log");
+                }
+                tx
+            });
+            if let Err(e) = lane.try_send(job) {
+                let job = match e {
+                    mpsc::TrySendError::Full(j) | mpsc::TrySendError::Disconnected(j) => j,
+                };
+                for (_, subs) in &job.groups {
+                    for (s, _) in subs {
+                        s.fall_behind(&inner.lagged);
+                    }
+                }
+            }
+        }
     }
 
     /// The open subscriber with connection id `conn_id`.
@@ -592,48 +732,6 @@ impl Hub {
             mercure: routes.mercure.len(),
             events: self.inner.events.load(Ordering::Relaxed),
         }
-    }
-}
-
-/// Per-batch cache of filter answers, keyed by filter group. With auth,
-/// every user is its own group, so the lookup must not scan.
-#[derive(Default)]
-struct Verdicts {
-    groups: HashMap<*const FilterGroup, Vec<bool>>,
-}
-
-impl Verdicts {
-    /// Whether group `g` (evaluated for subscriber `s`'s selectors and user)
-    /// keeps event `i` of `events`. The first question about a group runs
-    /// its filters once over every event of the batch it can see.
-    fn keeps(
-        &mut self,
-        g: &Arc<FilterGroup>,
-        s: &Subscriber,
-        events: &[Arc<Event>],
-        i: usize,
-    ) -> bool {
-        let mask = self.groups.entry(Arc::as_ptr(g)).or_insert_with(|| {
-            if !g.is_active() {
-                // The route's filters were removed by a reload.
-                return vec![true; events.len()];
-            }
-            let selectors = s.selectors.read().unwrap_or_else(|e| e.into_inner());
-            let mut batch = BatchBuilder::default();
-            let mut index = Vec::new();
-            for (j, e) in events.iter().enumerate() {
-                if any_matches(&selectors, &e.topic) && e.visible_to(s.user.as_deref()) {
-                    batch.push_event(e);
-                    index.push(j);
-                }
-            }
-            let mut mask = vec![false; events.len()];
-            for (j, k) in index.into_iter().zip(g.evaluate(&batch)) {
-                mask[j] = k;
-            }
-            mask
-        });
-        mask[i]
     }
 }
 

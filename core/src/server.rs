@@ -78,6 +78,7 @@ pub async fn run(
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!("listening on {scheme}://{addr}");
 
+    let mut accept_errors = AcceptErrors::default();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -129,8 +130,9 @@ pub async fn run(
                     }
                 }
                 Err(err) => {
-                    // Out of file descriptors and similar: back off, do not spin or exit.
-                    tracing::warn!(error = %err, "accept failed");
+                    // Out of file descriptors and similar: back off, do not
+                    // spin or exit, and do not flood the log either.
+                    accept_errors.record(&err);
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
@@ -165,6 +167,40 @@ pub async fn run(
         .map_err(std::io::Error::other)??;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Counts failed accepts (`spout_accept_errors_total`) and logs them at
+/// most once a second, with how many there were since the last line: at the
+/// file-descriptor limit they come by the thousand.
+struct AcceptErrors {
+    counter: metrics::Counter,
+    last_line: Option<std::time::Instant>,
+    unlogged: u64,
+}
+
+impl Default for AcceptErrors {
+    fn default() -> Self {
+        AcceptErrors {
+            counter: metrics::counter!("spout_accept_errors_total"),
+            last_line: None,
+            unlogged: 0,
+        }
+    }
+}
+
+impl AcceptErrors {
+    fn record(&mut self, err: &std::io::Error) {
+        self.counter.increment(1);
+        self.unlogged += 1;
+        if self
+            .last_line
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+        {
+            tracing::warn!(error = %err, count = self.unlogged, "accept failed (count: failures since the last such line)");
+            self.unlogged = 0;
+            self.last_line = Some(std::time::Instant::now());
+        }
+    }
 }
 
 /// Serves a connection with hyper (h1/h2 auto) until it ends, or until

@@ -40,6 +40,8 @@ pub struct Shape {
     pub batch: Option<BatchStage>,
     /// Compression, with the encodings this subscriber accepts.
     pub compress: Option<(Arc<Compressor>, Vec<String>)>,
+    /// The plugin pool its renders run on.
+    pool: tokio::runtime::Handle,
 }
 
 impl Shape {
@@ -58,12 +60,15 @@ impl Shape {
             .clone()
             .filter(|_| !encodings.is_empty())
             .map(|p| (p, encodings));
-        if route.batch.is_none() && compress.is_none() {
-            return None;
-        }
+        let pool = match (&route.batch, &compress) {
+            (Some(b), _) => b.plugin.pool().clone(),
+            (None, Some((c, _))) => c.plugin.pool().clone(),
+            (None, None) => return None,
+        };
         Some(Shape {
             batch: route.batch.clone(),
             compress,
+            pool,
         })
     }
 
@@ -75,6 +80,11 @@ impl Shape {
     /// Most events merged into one window.
     pub fn max(&self) -> usize {
         self.batch.as_ref().map_or(1, |b| b.max)
+    }
+
+    /// Where its plugin calls run (the plugin pool).
+    pub fn pool(&self) -> &tokio::runtime::Handle {
+        &self.pool
     }
 
     /// Renders `events` (ascending ids) as SSE frames: merged per `max`

@@ -144,7 +144,8 @@ impl Shaper {
             return;
         }
         let shape = self.shape.clone();
-        self.work = Some(tokio::task::spawn_blocking(move || shape.render(&events)));
+        let pool = shape.pool().clone();
+        self.work = Some(pool.spawn_blocking(move || shape.render(&events)));
     }
 
     /// Takes live items into the window; true if a heartbeat should go out

@@ -97,7 +97,7 @@ pub struct PluginDecl {
     pub on_error: OnError,
 }
 
-/// `limits = { memory = "16MiB", time = "5ms" }`.
+/// `limits = { memory = "16MiB", time = "5ms", concurrency = 4, queue = 64 }`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginLimits {
@@ -106,6 +106,10 @@ pub struct PluginLimits {
     /// Wall time per call (default 50ms).
     #[serde(default, with = "humantime_serde")]
     pub time: Option<Duration>,
+    /// Calls running at once (default 4).
+    pub concurrency: Option<usize>,
+    /// Calls waiting for a turn; past it calls fail at once (default 64).
+    pub queue: Option<usize>,
 }
 
 /// What happens to events when a filter call fails.

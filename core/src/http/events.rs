@@ -125,16 +125,13 @@ pub async fn subscribe<B>(
                     user,
                     path,
                 };
-                // A failure is logged and counted by the plugin host. Off
-                // the async workers, like every plugin call.
+                // A failure is logged and counted by the plugin host. On
+                // the plugin pool, like every plugin call.
                 let plugin = plugin.clone();
-                let call = move || {
+                let pool = plugin.pool().clone();
+                drop(pool.spawn_blocking(move || {
                     let _ = plugin.on_disconnect(&conn);
-                };
-                match tokio::runtime::Handle::try_current() {
-                    Ok(rt) => drop(rt.spawn_blocking(call)),
-                    Err(_) => call(),
-                }
+                }));
             }
         }))
     } else {

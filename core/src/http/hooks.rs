@@ -47,9 +47,9 @@ where
             e.to_string(),
         )
     };
-    let result = tokio::task::spawn_blocking(move || plugin.on_input(&body, &headers))
+    let result = plugin
+        .run(move |p| p.on_input(&body, &headers))
         .await
-        .map_err(|e| failed(&e))?
         .map_err(|e| failed(&e))?;
     let returned = result.map_err(|d| {
         // A refusal: the plugin's status if it is a client error, else 400.

@@ -67,6 +67,11 @@ pub fn stats(app: &App) -> Response<Body> {
                 "kind": p.kind().as_str(),
                 "calls": p.calls(),
                 "errors": p.errors(),
+                "refused": p.refused(),
+                "running": p.load().0,
+                "waiting": p.load().1,
+                "circuit": if p.circuit_open() { "open" } else { "closed" },
+                "circuit_trips": p.trips(),
                 "describe": serde_json::from_str::<serde_json::Value>(p.describe()).unwrap_or(serde_json::Value::Null),
             })
         })

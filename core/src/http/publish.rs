@@ -123,7 +123,7 @@ pub fn log_error(e: LogError) -> ApiError {
     }
 }
 
-/// Runs a transform chain over the events on a blocking thread (plugin
+/// Runs a transform chain over the events on the plugin pool (plugin
 /// calls block), each plugin's output checked as strictly as a publisher's
 /// own events.
 pub async fn run_transforms(
@@ -134,7 +134,8 @@ pub async fn run_transforms(
     if chain.is_empty() || events.is_empty() {
         return Ok(events);
     }
-    tokio::task::spawn_blocking(move || {
+    let pool = chain[0].pool().clone();
+    pool.spawn_blocking(move || {
         chain.iter().try_fold(events, |events, plugin| {
             transform(plugin, events, max_event)
         })

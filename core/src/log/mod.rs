@@ -1526,6 +1526,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_block_damaged_after_start_is_never_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open_quiet(dir.path(), Fsync::Never);
+        log.append((1..=5).map(|i| ev("t", &i.to_string(), None)).collect())
+            .await
+            .unwrap();
+        log.append(vec![ev("t", "6", None)]).await.unwrap();
+        let (k, v) = log.shared.events.first().unwrap().unwrap();
+        let mut bad = v.to_vec();
+        let n = bad.len();
+        bad[n - 1] ^= 1;
+        log.shared.events.insert(k, bad).unwrap();
+        let err = log.scan(0, 6, 100, |_, _| Ok(true)).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("events 1..5") && msg.contains("spout repair"),
+            "{msg}"
+        );
+        // Blocks after it still read.
+        assert_eq!(collect(&log, 5), [(6, "6".to_string())]);
+        log.close().unwrap();
+    }
+
+    #[tokio::test]
     async fn concurrent_appends_are_all_committed_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let log = open_quiet(dir.path(), Fsync::Always);

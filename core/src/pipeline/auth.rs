@@ -49,33 +49,32 @@ pub fn plugin_request<B>(
     }
 }
 
-/// Runs `plugin` on `req` on a blocking thread and hands the request back.
+/// Runs `plugin` on `req` on the plugin pool and hands the request back.
 /// Plugin calls are synchronous and WASI's sync bindings must not run on an
-/// async worker, so request handlers use this.
+/// async worker, so request handlers use this. A plugin whose queue is full
+/// (or whose circuit is open) answers at once: 503 `auth_unavailable`.
 pub async fn authenticate_async(
     plugin: &Arc<Plugin>,
     req: PluginRequest,
 ) -> Result<(Authorized, PluginRequest), ApiError> {
-    let plugin = plugin.clone();
-    tokio::task::spawn_blocking(move || authenticate(&plugin, &req).map(|who| (who, req)))
+    plugin
+        .run(move |p| Ok(authenticate(p, &req).map(|who| (who, req))))
         .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "auth_unavailable",
-                format!("authentication task failed: {e}"),
-            )
-        })?
+        .map_err(unavailable)?
+}
+
+fn unavailable(err: crate::plugin::CallError) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "auth_unavailable",
+        format!("authentication failed to run: {err}"),
+    )
 }
 
 /// Runs `plugin` on `req`. A failed call denies (fail closed) with 503.
 pub fn authenticate(plugin: &Plugin, req: &PluginRequest) -> Result<Authorized, ApiError> {
     match plugin.authenticate(req) {
-        Err(err) => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "auth_unavailable",
-            format!("authentication failed to run: {err}"),
-        )),
+        Err(err) => Err(unavailable(err)),
         Ok(Err(denial)) => {
             let status = StatusCode::from_u16(denial.status).unwrap_or(StatusCode::UNAUTHORIZED);
             let error = match status {

@@ -188,6 +188,18 @@ impl Pipeline {
                     format!("plugin `{name}`: time limit must be between 1ms and 10s"),
                 ));
             }
+            let concurrency = decl
+                .limits
+                .concurrency
+                .unwrap_or(crate::plugin::DEFAULT_CONCURRENCY);
+            let queue = decl.limits.queue.unwrap_or(crate::plugin::DEFAULT_QUEUE);
+            if !(1..=256).contains(&concurrency) || queue > 100_000 {
+                return Err(origin.error(
+                    decl.source.span(),
+                    format!("{key}.limits"),
+                    format!("plugin `{name}`: concurrency must be between 1 and 256 and queue at most 100000"),
+                ));
+            }
             let mut table = decl.config.clone();
             expand_env(&mut table).map_err(|(path, var)| {
                 origin.error(
@@ -203,7 +215,12 @@ impl Pipeline {
                     decl.source.get_ref(),
                     base,
                     json,
-                    Limits { memory, time },
+                    Limits {
+                        memory,
+                        time,
+                        concurrency,
+                        queue,
+                    },
                 )
                 .map_err(|e| {
                     origin.error(

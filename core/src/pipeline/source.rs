@@ -68,10 +68,9 @@ async fn drive_timer(app: Arc<App>, src: SourceRoute, every: Duration, stop: Can
             () = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let plugin = src.plugin.clone();
-        let polled = tokio::task::spawn_blocking(move || plugin.poll(now_ms())).await;
+        let polled = src.plugin.run(|p| p.poll(now_ms())).await;
         // Failed calls are logged and counted by the plugin host.
-        let Ok(Ok(returned)) = polled else { continue };
+        let Ok(returned) = polled else { continue };
         if let Err(error) = ingest(&app, &src, returned).await {
             tracing::warn!(plugin = src.plugin.name(), error = %error.detail, "source events not stored");
         }

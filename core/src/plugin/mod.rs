@@ -11,6 +11,7 @@
 pub mod bindings;
 mod builtin;
 mod cache;
+pub mod guard;
 mod host;
 pub mod wire;
 
@@ -36,6 +37,13 @@ pub const MAX_MEMORY: u64 = 64 << 20;
 pub const DEFAULT_MEMORY: u64 = 16 << 20;
 /// Default time limit per call.
 pub const DEFAULT_TIME: Duration = Duration::from_millis(50);
+/// Default calls of one plugin running at once.
+pub const DEFAULT_CONCURRENCY: usize = 4;
+/// Default calls of one plugin waiting for a turn; past it calls fail at once.
+pub const DEFAULT_QUEUE: usize = 64;
+/// Threads the plugin pool may run at once (every plugin's calls from
+/// request handlers, never the threads log reads use).
+const POOL_THREADS: usize = 512;
 /// Budget for starting an instance (instantiate, `describe`, `init`).
 pub const INIT_TIME: Duration = Duration::from_secs(2);
 /// Instances kept per plugin (more are created under contention, then dropped).
@@ -177,6 +185,28 @@ pub enum CallError {
         /// Why.
         detail: String,
     },
+    /// All its call slots and its queue were taken: refused at once.
+    #[error(
+        "plugin `{plugin}` is busy: {concurrency} calls running and its queue of {queue} full"
+    )]
+    Busy {
+        /// Plugin name.
+        plugin: Arc<str>,
+        /// Its concurrency limit.
+        concurrency: usize,
+        /// Its queue length.
+        queue: usize,
+    },
+    /// It failed too often in a row; calls fail at once for a cool-down.
+    #[error(
+        "plugin `{plugin}` failed {} calls in a row; its calls are refused for {:?}",
+        guard::TRIP_AFTER,
+        guard::COOLDOWN
+    )]
+    CircuitOpen {
+        /// Plugin name.
+        plugin: Arc<str>,
+    },
 }
 
 impl CallError {
@@ -188,7 +218,15 @@ impl CallError {
             CallError::Trap { .. } => "trap",
             CallError::Malformed { .. } => "malformed",
             CallError::Instantiate { .. } => "instantiate",
+            CallError::Busy { .. } => "busy",
+            CallError::CircuitOpen { .. } => "circuit_open",
         }
+    }
+
+    /// Whether the plugin itself failed (what the circuit breaker counts),
+    /// as opposed to the call being refused before it ran.
+    fn is_failure(&self) -> bool {
+        !matches!(self, CallError::Busy { .. } | CallError::CircuitOpen { .. })
     }
 }
 
@@ -199,6 +237,10 @@ pub struct Limits {
     pub memory: u64,
     /// Wall time per call.
     pub time: Duration,
+    /// Calls running at once.
+    pub concurrency: usize,
+    /// Calls waiting for a turn before further ones are refused.
+    pub queue: usize,
 }
 
 impl Default for Limits {
@@ -206,6 +248,8 @@ impl Default for Limits {
         Limits {
             memory: DEFAULT_MEMORY,
             time: DEFAULT_TIME,
+            concurrency: DEFAULT_CONCURRENCY,
+            queue: DEFAULT_QUEUE,
         }
     }
 }
@@ -220,6 +264,10 @@ pub struct Runtime {
     shared_kv: Option<(Arc<crate::log::streams::RedisLog>, String)>,
     stats: Arc<host::ServerStats>,
     stop: Arc<AtomicBool>,
+    /// The threads request handlers' plugin calls run on: apart from the
+    /// blocking threads log reads use, so a plugin that holds its threads
+    /// never holds up a replay or a poll.
+    pool: Option<tokio::runtime::Runtime>,
 }
 
 impl Runtime {
@@ -257,7 +305,15 @@ impl Runtime {
         .map_err(LoadError::Engine)?;
         let stop = Arc::new(AtomicBool::new(false));
         spawn_epoch_ticker(&engine, stop.clone());
+        let pool = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .max_blocking_threads(POOL_THREADS)
+            .thread_name("spout-plugin")
+            .enable_all()
+            .build()
+            .map_err(|e| LoadError::Engine(wasmtime::Error::msg(e.to_string())))?;
         Ok(Runtime {
+            pool: Some(pool),
             cache: cache::ArtifactCache::new(cache_dir),
             engine,
             linker,
@@ -323,7 +379,19 @@ impl Runtime {
             ),
         };
         let labels = [("plugin", name.to_string())];
+        let threads = match &self.pool {
+            Some(p) => p.handle().clone(),
+            None => {
+                return Err(LoadError::Engine(wasmtime::Error::msg(
+                    "the plugin pool is shut down",
+                )))
+            }
+        };
         let plugin = Plugin {
+            gate: guard::Gate::new(limits.concurrency, limits.queue),
+            breaker: guard::Breaker::default(),
+            threads,
+            busy_count: AtomicU64::new(0),
             kind: world.kind(),
             world,
             config,
@@ -353,6 +421,10 @@ impl Runtime {
 impl Drop for Runtime {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
+        // Dropping a runtime may happen inside another one (the server's).
+        if let Some(pool) = self.pool.take() {
+            pool.shutdown_background();
+        }
     }
 }
 
@@ -471,6 +543,14 @@ pub struct Plugin {
     latency: Histogram,
     call_count: AtomicU64,
     error_count: AtomicU64,
+    /// Bounds its calls running at once and waiting.
+    gate: guard::Gate,
+    /// Fails its calls at once after too many failures in a row.
+    breaker: guard::Breaker,
+    /// Where [`Plugin::run`] sends calls.
+    threads: tokio::runtime::Handle,
+    /// Calls refused because it was busy or its circuit open.
+    busy_count: AtomicU64,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -508,9 +588,70 @@ impl Plugin {
         self.call_count.load(Ordering::Relaxed)
     }
 
-    /// Calls that failed so far.
+    /// Calls that failed so far (refused ones included).
     pub fn errors(&self) -> u64 {
         self.error_count.load(Ordering::Relaxed)
+    }
+
+    /// Calls refused before they ran (busy, or the circuit open).
+    pub fn refused(&self) -> u64 {
+        self.busy_count.load(Ordering::Relaxed)
+    }
+
+    /// Whether its circuit is open now (calls fail at once).
+    pub fn circuit_open(&self) -> bool {
+        self.breaker.is_open(crate::event::now_ms())
+    }
+
+    /// Times its circuit opened since it was loaded.
+    pub fn trips(&self) -> u64 {
+        self.breaker.trips()
+    }
+
+    /// Calls running and waiting now.
+    pub fn load(&self) -> (usize, usize) {
+        self.gate.load()
+    }
+
+    /// Runs `f` with this plugin on the plugin pool (never on the threads
+    /// log reads use) and awaits it. A call that would find the plugin's
+    /// queue full is refused here, before it takes a thread.
+    pub async fn run<R, F>(self: &Arc<Self>, f: F) -> Result<R, CallError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Plugin) -> Result<R, CallError> + Send + 'static,
+    {
+        if !self.gate.has_room() {
+            return Err(self.refuse(CallError::Busy {
+                plugin: self.name.clone(),
+                concurrency: self.limits.concurrency,
+                queue: self.limits.queue,
+            }));
+        }
+        let me = self.clone();
+        match self.threads.spawn_blocking(move || f(&me)).await {
+            Ok(r) => r,
+            Err(e) => Err(CallError::Trap {
+                plugin: self.name.clone(),
+                detail: format!("the call's thread failed: {e}"),
+            }),
+        }
+    }
+
+    /// The plugin pool's handle, for work that calls several plugins in a
+    /// row (stream shaping): it runs where plugin calls run, not where log
+    /// reads do.
+    pub fn pool(&self) -> &tokio::runtime::Handle {
+        &self.threads
+    }
+
+    /// Counts and returns a refusal.
+    fn refuse(&self, err: CallError) -> CallError {
+        self.busy_count.fetch_add(1, Ordering::Relaxed);
+        self.error_count.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("spout_plugin_errors_total", "plugin" => self.name.to_string(), "kind" => err.label()).increment(1);
+        tracing::debug!(plugin = %self.name, error = %err, "plugin call refused");
+        err
     }
 
     /// A fresh instance from the pre-instantiated component, initialised with
@@ -614,6 +755,18 @@ impl Plugin {
         op: &'static str,
         f: impl FnOnce(&mut Instance) -> Result<R, CallError>,
     ) -> Result<R, CallError> {
+        if self.breaker.is_open(crate::event::now_ms()) {
+            return Err(self.refuse(CallError::CircuitOpen {
+                plugin: self.name.clone(),
+            }));
+        }
+        let Some(_turn) = self.gate.enter() else {
+            return Err(self.refuse(CallError::Busy {
+                plugin: self.name.clone(),
+                concurrency: self.limits.concurrency,
+                queue: self.limits.queue,
+            }));
+        };
         let started = Instant::now();
         self.calls.increment(1);
         self.call_count.fetch_add(1, Ordering::Relaxed);
@@ -650,6 +803,13 @@ impl Plugin {
             r
         });
         self.latency.record(started.elapsed().as_secs_f64());
+        let failed = result.as_ref().err().filter(|e| e.is_failure());
+        if self
+            .breaker
+            .record(failed.is_none(), crate::event::now_ms())
+        {
+            tracing::warn!(plugin = %self.name, failures = guard::TRIP_AFTER, cooldown = ?guard::COOLDOWN, "plugin keeps failing; its calls fail at once for the cool-down");
+        }
         if let Err(err) = &result {
             self.error_count.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("spout_plugin_errors_total", "plugin" => self.name.to_string(), "kind" => err.label()).increment(1);
@@ -914,6 +1074,7 @@ mod tests {
         let limits = Limits {
             memory: 4 << 20,
             time: Duration::from_millis(20),
+            ..Limits::default()
         };
         let load = |n: &str| rt.load(n, &test_wasm(n), dir.path(), "{}".into(), limits);
         let err = load("fsread").unwrap_err();

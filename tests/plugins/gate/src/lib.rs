@@ -1,7 +1,8 @@
 //! An auth plugin that admits anyone as user `anon` until it has seen
 //! `max_disconnects` disconnects (counted in its key-value store by
 //! `on-disconnect`); then it refuses with 403 and the count. Exercises the
-//! disconnect hook and the kv store. `?crash` makes it trap.
+//! disconnect hook and the kv store. `?crash` makes it trap, `?spin` loop
+//! until its deadline.
 use spout_sdk::{kv, Connection, Denial, Principal, Request};
 
 struct Gate {
@@ -31,6 +32,12 @@ impl spout_sdk::Auth for Gate {
     fn authenticate(&self, req: &Request) -> Result<Principal, Denial> {
         if req.query.iter().any(|(k, _)| k == "crash") {
             panic!("asked to crash");
+        }
+        if req.query.iter().any(|(k, _)| k == "spin") {
+            let mut n = req.path.len() as u64;
+            loop {
+                n = std::hint::black_box(n.wrapping_mul(31).wrapping_add(7));
+            }
         }
         let n = seen();
         if n >= self.max {
