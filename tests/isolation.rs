@@ -69,6 +69,9 @@ async fn a_spinning_auth_plugin_under_load_does_not_slow_unrelated_routes() {
     let addr = server.addr;
     let events: Vec<Value> = (0..20).map(|i| json!({"topic":"other","data":i})).collect();
     server.publish(Value::from(events)).await;
+    // The same measures on a quiet server first: the bound below is
+    // relative to them, so a slow (CI) machine does not fail the test.
+    let quiet = unrelated_latencies(addr, 20).await.map(p90);
 
     // 200 clients at once on the route whose auth plugin spins to its
     // deadline (50 ms), again and again while the others are timed.
@@ -104,11 +107,18 @@ async fn a_spinning_auth_plugin_under_load_does_not_slow_unrelated_routes() {
         assert_eq!((status.as_u16(), error.as_str()), (503, "auth_unavailable"));
         assert!(*took < Duration::from_secs(5), "an auth call took {took:?}");
     }
-    // A shared pool made these 250 ms, 1.5 s and 870 ms at p90.
-    let bound = Duration::from_millis(150);
-    for (name, samples) in [("/healthz", health), ("/poll", poll), ("replay", replay)] {
+    // A shared pool made these 250 ms, 1.5 s and 870 ms at p90 (quiet:
+    // well under a millisecond to a few).
+    for ((name, samples), quiet) in [("/healthz", health), ("/poll", poll), ("replay", replay)]
+        .into_iter()
+        .zip(quiet)
+    {
         let p = p90(samples);
-        assert!(p < bound, "{name} p90 {p:?} while the auth plugin spun");
+        let bound = Duration::from_millis(150) + quiet * 4;
+        assert!(
+            p < bound,
+            "{name} p90 {p:?} (quiet {quiet:?}) while the auth plugin spun"
+        );
     }
     let stats = wait_stats(addr, |s| {
         s["pipeline"]["plugins"]
@@ -146,40 +156,55 @@ async fn a_spinning_filter_does_not_hold_up_other_routes_or_new_subscribers() {
     }
     let mut other = Sse::open(addr, "/events?topic=quiet", &[]).await;
     other.connected().await;
-    // 40 batches for the filter, each interleaved with one event on an
-    // unrelated route and topic, timed from publish to delivery.
+    // Publish → delivery on an unrelated route and topic, quiet server first.
+    let mut quiet = Vec::new();
+    for i in 0..10 {
+        let t = Instant::now();
+        server.publish(json!({"topic":"quiet","data":i})).await;
+        assert_eq!(other.data(1).await, [i.to_string()]);
+        quiet.push(t.elapsed());
+    }
+    let quiet_max = quiet.iter().max().copied().unwrap();
+    // 40 batches for the spinning filter, as fast as they are accepted,
+    // while the unrelated route is timed and new subscribers come in.
+    let busy = tokio::spawn(async move {
+        for i in 0..40 {
+            let (status, _) = post(
+                addr,
+                "/publish",
+                "application/json",
+                json!([{"topic":"busy","data":i},{"topic":"busy","data":i}]).to_string(),
+            )
+            .await;
+            assert_eq!(status, 200);
+        }
+    });
     let mut delays = Vec::new();
     let mut subscribe = Vec::new();
-    for i in 0..40 {
-        server
-            .publish(json!([{"topic":"busy","data":i},{"topic":"busy","data":i}]))
-            .await;
+    for i in 0..20 {
         let t = Instant::now();
         server.publish(json!({"topic":"quiet","data":i})).await;
         assert_eq!(other.data(1).await, [i.to_string()]);
         delays.push(t.elapsed());
-        if i % 10 == 5 {
+        if i % 5 == 2 {
             let t = Instant::now();
             let mut s = Sse::open(addr, "/events?topic=quiet", &[]).await;
             s.connected().await;
             subscribe.push(t.elapsed());
         }
     }
-    // The old design ran filters on the one fan-out thread: 2.7 s of delay.
+    busy.await.unwrap();
+    // The old design ran filters on the one fan-out thread, under the
+    // routes lock: 40 batches × 50 ms queued in front of every event and
+    // every new subscription (2.7 s seen).
+    let bound = Duration::from_millis(500) + quiet_max * 4;
     let max = delays.iter().max().copied().unwrap();
     assert!(
-        p90(delays) < Duration::from_millis(100),
-        "delivery on another route waited for the filter"
-    );
-    assert!(
-        max < Duration::from_millis(500),
-        "delivery on another route waited {max:?}"
+        max < bound,
+        "delivery on another route waited {max:?} (quiet max {quiet_max:?})"
     );
     for t in subscribe {
-        assert!(
-            t < Duration::from_millis(500),
-            "a new subscribe waited {t:?}"
-        );
+        assert!(t < bound, "a new subscribe waited {t:?}");
     }
     // The filter failed its calls (timeouts, then its circuit opened) and
     // its subscribers got nothing: on_error = "drop".
