@@ -16,7 +16,7 @@ use support::*;
 
 /// Where the Node side of the browser tests lives (package.json, scripts).
 pub fn browser_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/browser")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser")
 }
 
 /// Node, Chromium and playwright-core, installed if missing; `None` (skip)
@@ -62,7 +62,7 @@ async fn the_console_shows_connections_rate_plugins_and_the_last_20_events() {
     };
     let config = "[plugins.match]\nuse = \"builtin:filter-match\"\n\n[[stream]]\npath = \"/match\"\nfilters = [\"match\"]\n";
     let server = Server::start_toml(config).await;
-    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts");
+    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();
     let shot = artifacts.join("console.png");
     let _ = std::fs::remove_file(&shot);

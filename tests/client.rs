@@ -75,7 +75,7 @@ async fn restart(dir: &Path) -> Server {
 }
 
 fn scripts() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/client")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/client")
 }
 
 /// Whether Node.js >= 20 is on PATH; a missing one fails the test under

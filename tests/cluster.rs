@@ -389,7 +389,7 @@ fn the_example_demo_moves_a_client_between_nodes() {
     let prefix = Prefix::new("demo");
     let _ = redis();
     let dir = tempfile::tempdir().unwrap();
-    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/cluster");
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/cluster");
     let mut configs = Vec::new();
     for name in ["node1.toml", "node2.toml"] {
         let text = std::fs::read_to_string(format!("{example}/{name}")).unwrap();

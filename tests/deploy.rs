@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn deploy_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/deploy")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/deploy")
 }
 
 fn read(rel: &str) -> String {
@@ -718,7 +718,7 @@ fn the_dockerfile_matches_the_config_and_the_toolchain() {
 
     let toolchain = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../rust-toolchain.toml"
+        "/../../rust-toolchain.toml"
     ))
     .unwrap();
     let channel = Doc {

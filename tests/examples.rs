@@ -39,7 +39,7 @@ const PLAIN_MAX: usize = 512;
 const DEMO_SECRET: &str = "spout-notifications-demo-secret-0123456789";
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 fn example(name: &str) -> PathBuf {

@@ -509,7 +509,7 @@ async fn without_a_mercure_section_the_hub_is_not_there() {
 /// Installs pymercure (and what it needs: requests, sseclient-py) from PyPI
 /// into `target/pydeps` once; returns that directory.
 fn python_deps() -> std::path::PathBuf {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/pydeps");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/pydeps");
     if dir.join("pymercure").is_dir() && dir.join("sseclient.py").exists() {
         return dir;
     }
@@ -547,7 +547,7 @@ async fn the_pymercure_client_library_publishes_and_subscribes() {
     let hub = format!("http://{}/.well-known/mercure", server.addr);
     let token = publisher(&["https://example.com/books/{id}"]);
     let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/mercure_client.py");
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/mercure_client.py");
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new("python3")
             .arg(script)
@@ -580,7 +580,7 @@ async fn the_pymercure_client_library_publishes_and_subscribes() {
 
 #[tokio::test]
 async fn the_example_hub_works_with_the_token_its_readme_shows() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/mercure");
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/mercure");
     let text = std::fs::read_to_string(format!("{dir}/config.toml")).unwrap();
     let readme = std::fs::read_to_string(format!("{dir}/README.md")).unwrap();
     let token = readme

@@ -481,7 +481,7 @@ async fn custom_filter_example_sees_the_subscriber() {
 fn the_custom_filter_example_config_is_valid() {
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../examples/custom-filter/config.toml"
+        "/../../examples/custom-filter/config.toml"
     ))
     .unwrap();
     let built = "target/wasm32-wasip2/release/only_mine.wasm";

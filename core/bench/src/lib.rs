@@ -1,0 +1,179 @@
+//! `spout bench`: a load generator for SSE hubs, and the raw-socket baseline
+//! it compares them with.
+//!
+//! It opens N SSE connections spread over T topics, publishes at a fixed
+//! rate with a timestamp in every payload, and measures what arrives:
+//! deliveries per second and publish→deliver latency (HDR histogram).
+//! `--baseline` runs the same fan-out against a built-in raw writer (a tokio
+//! TCP server writing the same SSE bytes, no log, no routing) in the same
+//! run, so every report carries "Spout / raw".
+//!
+//! A crate of its own, outside the server's layers: it speaks HTTP and SSE
+//! to any hub over sockets and imports none of Spout's crates.
+
+mod baseline;
+mod client;
+mod report;
+
+pub use report::{Latency, Report, Run};
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+/// Command-line options of `spout bench`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// The hub to measure, e.g. http://127.0.0.1:8080.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// SSE connections to open.
+    #[arg(long, default_value_t = 100)]
+    pub subscribers: usize,
+    /// Topics the connections are spread over (`bench/0` .. `bench/T-1`).
+    #[arg(long, default_value_t = 1)]
+    pub topics: usize,
+    /// The stream route subscribers connect to.
+    #[arg(long, default_value = "/events")]
+    pub path: String,
+    /// Extra query parameters for subscribers, e.g. `where=n:exists`.
+    #[arg(long, default_value = "")]
+    pub query: String,
+    /// Events published per second, in all.
+    #[arg(long, default_value_t = 100)]
+    pub rate: u64,
+    /// Payload size in bytes (at least 20: a timestamp and padding).
+    #[arg(long, default_value_t = 100)]
+    pub size: usize,
+    /// How long to publish.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    pub duration: Duration,
+    /// Concurrent publishers sharing the rate.
+    #[arg(long, default_value_t = 1)]
+    pub publishers: usize,
+    /// Spread connection set-up over this long.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+    pub ramp: Duration,
+    /// Source addresses 127.0.0.1 .. 127.0.0.K for loopback connections,
+    /// to get past one address's ~28k ephemeral ports.
+    #[arg(long, default_value_t = 1)]
+    pub source_addrs: u8,
+    /// Report this process's resident memory (a local server's pid).
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// Also run the same load against the built-in raw-socket writer.
+    #[arg(long)]
+    pub baseline: bool,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// No live status line on stderr.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Why a bench could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// `--url` is not `http://HOST:PORT`.
+    #[error("--url must be http://HOST:PORT (got {0:?})")]
+    Url(String),
+    /// Options that cannot work together.
+    #[error("{0}")]
+    Args(String),
+    /// The baseline server could not start.
+    #[error("cannot start the raw baseline: {0}")]
+    Baseline(std::io::Error),
+}
+
+impl BenchArgs {
+    fn target(&self) -> Result<SocketAddr, BenchError> {
+        let rest = self
+            .url
+            .strip_prefix("http://")
+            .ok_or_else(|| BenchError::Url(self.url.clone()))?;
+        let host = rest.trim_end_matches('/');
+        use std::net::ToSocketAddrs;
+        host.to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| BenchError::Url(self.url.clone()))
+    }
+
+    fn check(&self) -> Result<(), BenchError> {
+        if self.size < 20 {
+            return Err(BenchError::Args("--size must be at least 20 bytes".into()));
+        }
+        if self.topics == 0 || self.subscribers == 0 || self.publishers == 0 {
+            return Err(BenchError::Args(
+                "--topics, --subscribers and --publishers must be at least 1".into(),
+            ));
+        }
+        if !self.path.starts_with('/') || self.path.contains(['?', ' ']) {
+            return Err(BenchError::Args(
+                "--path must be a path like /events".into(),
+            ));
+        }
+        if self.query.contains([' ', '#']) {
+            return Err(BenchError::Args(
+                "--query must be URL-encoded (no spaces)".into(),
+            ));
+        }
+        if self.source_addrs == 0 {
+            return Err(BenchError::Args("--source-addrs must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Raises the open-file limit to what `needed` sockets take, if it can;
+/// returns a warning when the limit stays below it.
+fn raise_nofile(needed: u64) -> Option<String> {
+    match rlimit::increase_nofile_limit(needed + 64) {
+        Ok(limit) if limit >= needed + 16 => None,
+        Ok(limit) => Some(format!(
+            "the open-file limit is {limit} (hard limit), below the {needed} sockets asked for: connections past it will fail; run several bench processes or raise `ulimit -n`"
+        )),
+        Err(e) => Some(format!("cannot raise the open-file limit: {e}")),
+    }
+}
+
+/// Source addresses to connect from.
+fn sources(args: &BenchArgs, target: SocketAddr) -> Vec<Option<IpAddr>> {
+    if target.ip().is_loopback() && args.source_addrs > 1 {
+        (1..=args.source_addrs)
+            .map(|i| Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, i))))
+            .collect()
+    } else {
+        vec![None]
+    }
+}
+
+/// Runs the bench (and the baseline if asked) and returns the report.
+pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
+    args.check()?;
+    let target = args.target()?;
+    let mut warnings = Vec::new();
+    let sockets = args.subscribers as u64 + args.publishers as u64;
+    if let Some(w) = raise_nofile(if args.baseline { sockets * 2 } else { sockets }) {
+        warnings.push(w);
+    }
+    let from = sources(&args, target);
+    let hub = client::measure(&args, client::Target::Http(target), &from, "spout").await;
+    let baseline = if args.baseline {
+        let server = baseline::Server::start(args.topics)
+            .await
+            .map_err(BenchError::Baseline)?;
+        // The raw writer runs in this process: the server pid's memory says
+        // nothing about it.
+        let raw_args = BenchArgs {
+            pid: None,
+            ..args.clone()
+        };
+        let run = client::measure(&raw_args, client::Target::Raw(&server), &from, "raw").await;
+        server.stop();
+        Some(run)
+    } else {
+        None
+    };
+    Ok(Report::new(&args, hub, baseline, warnings))
+}
