@@ -623,3 +623,46 @@ async fn the_example_hub_works_with_the_token_its_readme_shows() {
     assert_eq!(stats["mercure_subscribers"], 1);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn publish_transforms_apply_to_mercure_updates_too() {
+    // One ingest path: a `redact` transform in `[publish]` masks the field
+    // in a Mercure update as in a `/publish` body, before anything is stored.
+    let toml = format!(
+        r#"{}
+[plugins.redact]
+use = "builtin:redact"
+config = {{ fields = ["card"] }}
+
+[publish]
+transforms = ["redact"]
+"#,
+        config(true, false)
+    );
+    let server = Server::start_toml(&toml).await;
+    let addr = server.addr;
+    let t = "https://example.com/orders/1";
+    let mut s = server.sse(&hub_url(&[t], ""), &[]).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let id = publish_ok(
+        addr,
+        &[
+            ("topic", t),
+            ("data", r#"{"card":"4111 1111","total":5}"#),
+            ("id", "urn:o:1"),
+        ],
+    )
+    .await;
+    assert_eq!(id, "urn:o:1", "the publisher's id survives the transform");
+    let got = next_events(&mut s, 1).await;
+    assert_eq!(got[0].0, "urn:o:1");
+    let data: Value = serde_json::from_str(&got[0].2).unwrap();
+    assert_eq!(data, json!({"card":"***","total":5}), "{}", got[0].2);
+    // What is stored (replayed) is the redacted update too.
+    let mut replay = server
+        .sse(&hub_url(&[t], "&lastEventID=earliest"), &[])
+        .await;
+    let stored: Value = serde_json::from_str(&next_events(&mut replay, 1).await[0].2).unwrap();
+    assert_eq!(stored["card"], "***");
+    server.stop().await;
+}

@@ -34,6 +34,8 @@ fn main() {
     let target_dir = out.join("wasm");
 
     ensure_target();
+    // The SDK takes its topic matcher from here.
+    watch(&root.join("core/topic"));
 
     let mut builtin = Vec::new();
     for (ws, embed) in WORKSPACES {

@@ -21,7 +21,7 @@ pub mod bindings;
 mod builtin;
 mod cache;
 pub mod guard;
-mod host;
+pub mod host;
 pub mod wire;
 
 use bindings::types::{

@@ -52,6 +52,12 @@ impl TopicSelector {
         &self.raw
     }
 
+    /// The one topic it selects when it selects exactly one (neither `*`
+    /// nor a template): what an index can file it under.
+    pub fn exact(&self) -> Option<&str> {
+        (self.raw != "*" && self.regex.is_none()).then_some(self.raw.as_str())
+    }
+
     /// Whether `topic` is selected.
     pub fn matches(&self, topic: &str) -> bool {
         if self.raw == "*" || self.raw == topic {
@@ -368,9 +374,16 @@ mod tests {
         assert!(!s.matches("https://example.com/books/1/"));
         assert_eq!(s.as_str(), "https://example.com/books/1");
 
+        assert_eq!(s.exact(), Some("https://example.com/books/1"));
+
         let star = TopicSelector::new("*");
         assert!(star.regex.is_none());
         assert_eq!(star.as_str(), "*");
+        assert_eq!(star.exact(), None);
+        assert_eq!(
+            TopicSelector::new("https://example.com/books/{id}").exact(),
+            None
+        );
 
         // A plain string that is not a valid template (space) still matches itself.
         assert!(m("not a uri", "not a uri"));

@@ -32,21 +32,23 @@ pub enum OpenError {
 pub struct App {
     /// The configuration the server was started with (the pipeline part may
     /// since have been reloaded: see [`App::pipeline`]).
-    pub config: Config,
+    pub config: Arc<Config>,
     /// The durable log (source of truth).
     pub log: EventLog,
     /// The fan-out hub the log feeds.
     pub hub: Hub,
     /// The plugin engine.
-    pub runtime: Runtime,
+    pub runtime: Arc<Runtime>,
     /// The current pipeline; hot reload swaps it whole.
-    pub pipeline: ArcSwap<Pipeline>,
+    pub pipeline: Arc<ArcSwap<Pipeline>>,
     /// Shared filter groups, one per subscription key.
-    pub groups: Groups,
+    pub groups: Arc<Groups>,
     /// Outcome of the last reload, for `/stats`.
-    pub reload: Mutex<ReloadStatus>,
-    /// Stops the running source drivers.
-    pub sources: Mutex<tokio_util::sync::CancellationToken>,
+    pub reload: Arc<Mutex<ReloadStatus>>,
+    /// The one ingest path (publish, Mercure, sources, webhooks).
+    pub ingest: crate::pipeline::ingest::Ingest,
+    /// The source drivers (restarted on reload).
+    pub sources: crate::pipeline::source::Sources,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
     /// When the app was opened, for `/stats`.
@@ -91,19 +93,31 @@ impl App {
             tracing::info!(plugins = pipeline.plugins.len(), elapsed = ?started.elapsed(), "pipeline ready");
         }
         let tickets = crate::tickets::TicketStore::new(log.store("tickets", "ticket:")?);
+        let ingest = crate::pipeline::ingest::Ingest::new(
+            log.clone(),
+            config.server.limits.max_event_bytes.as_u64() as usize,
+        );
+        let sources = crate::pipeline::source::Sources::new(
+            ingest.clone(),
+            hub.clone(),
+            runtime.stats().clone(),
+            log.local_tree("tails").ok(),
+            config.log.path.clone(),
+        );
         let stop = tokio_util::sync::CancellationToken::new();
         let cluster = log
             .redis()
             .map(|r| crate::cluster::start(r.clone(), hub.clone(), stop.clone()));
         Ok(Arc::new(App {
-            config,
+            config: Arc::new(config),
             log,
             hub,
-            runtime,
-            pipeline: ArcSwap::from_pointee(pipeline),
-            groups: Groups::default(),
-            reload: Mutex::new(ReloadStatus::default()),
-            sources: Mutex::new(tokio_util::sync::CancellationToken::new()),
+            runtime: Arc::new(runtime),
+            pipeline: Arc::new(ArcSwap::from_pointee(pipeline)),
+            groups: Arc::new(Groups::default()),
+            reload: Arc::new(Mutex::new(ReloadStatus::default())),
+            ingest,
+            sources,
             metrics,
             started: Instant::now(),
             limits,
@@ -112,6 +126,19 @@ impl App {
             stop,
             shutting_down: AtomicBool::new(false),
         }))
+    }
+
+    /// What hot reload needs (see [`crate::pipeline::reload`]).
+    pub fn reloader(&self) -> crate::pipeline::reload::Reloader {
+        crate::pipeline::reload::Reloader {
+            config: self.config.clone(),
+            runtime: self.runtime.clone(),
+            pipeline: self.pipeline.clone(),
+            groups: self.groups.clone(),
+            hub: self.hub.clone(),
+            sources: self.sources.clone(),
+            status: self.reload.clone(),
+        }
     }
 
     /// Whether the server should receive traffic.

@@ -22,13 +22,13 @@
 
 use crate::config::UserPolicy;
 use crate::event::{now_ms, Event};
-use crate::mercure::Access;
 use crate::metrics::TopicMetrics;
 use crate::pipeline::filter::FilterGroup;
 use crate::plugin::bindings::types::Request as PluginRequest;
 use crate::plugin::wire::BatchBuilder;
 use crate::queue;
 use crate::topic::{Pattern, Selector};
+use crate::visibility::{Admission, Audience, Facts, Index};
 use metrics::{Counter, Gauge};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -78,9 +78,10 @@ pub struct SubscribeSpec {
     /// The request as the route's auth plugin saw it, kept to re-check the
     /// subscriber when the pipeline is reloaded.
     pub auth: Option<Arc<PluginRequest>>,
-    /// A Mercure subscriber: its selectors and claims decide what it
-    /// receives instead of `selectors` (which is then empty).
-    pub mercure: Option<Arc<Access>>,
+    /// A protocol's own admission rule (a Mercure subscription's topic
+    /// selectors and claims), which decides what it receives instead of
+    /// `selectors` (then empty).
+    pub admission: Option<Arc<dyn Admission>>,
 }
 
 /// One subscriber as the hub sees it.
@@ -112,8 +113,8 @@ pub struct Subscriber {
     pub filter: Option<Arc<FilterGroup>>,
     /// The request its auth plugin accepted.
     pub auth: Option<Arc<PluginRequest>>,
-    /// What a Mercure subscriber may receive.
-    pub mercure: Option<Arc<Access>>,
+    /// Its protocol's own admission rule, if any (see [`SubscribeSpec`]).
+    pub admission: Option<Arc<dyn Admission>>,
     /// Set when the stream must end early: `(event name, reason)` —
     /// `revoked` (a reloaded pipeline no longer admits it) or `replaced`
     /// (its user opened one stream more than allowed).
@@ -121,12 +122,15 @@ pub struct Subscriber {
 }
 
 impl Subscriber {
-    /// Whether this subscriber may see `ev` (its topics matched already).
-    fn may_see(&self, ev: &Event) -> bool {
-        match &self.mercure {
-            Some(access) => access.admits_event(ev, self.user.as_deref()),
-            None => ev.visible_to(self.user.as_deref()),
+    /// Whether this subscriber may see an event the hub's index matched to
+    /// it (the one rule of [`crate::visibility`]).
+    fn may_see(&self, facts: &Facts<'_>) -> bool {
+        Audience {
+            selectors: &[],
+            user: self.user.as_deref(),
+            admission: self.admission.as_ref(),
         }
+        .admits_matched(facts)
     }
 
     /// Flags the subscriber as behind: its stream catches up from the log.
@@ -138,15 +142,17 @@ impl Subscriber {
     }
 
     /// Queues `ev` if this subscriber may see it; returns whether it was queued.
-    fn offer(&self, ev: &Arc<Event>, lagged: &Counter) -> bool {
-        if !self.may_see(ev) {
-            return false;
-        }
+    fn offer(&self, ev: &Arc<Event>, facts: &Facts<'_>, lagged: &Counter) -> bool {
+        // Several selectors (or topics) may lead here for one event: it is
+        // looked at once (the verdict would be the same).
         if self.multi.load(Ordering::Relaxed) {
             if ev.id <= self.last_offered.load(Ordering::Relaxed) {
                 return false;
             }
             self.last_offered.store(ev.id, Ordering::Relaxed);
+        }
+        if !self.may_see(facts) {
+            return false;
         }
         match self.tx.try_send(Item::Event(ev.clone())) {
             Ok(()) => true,
@@ -222,13 +228,23 @@ impl Drop for Subscription {
     }
 }
 
+/// The index fan-out looks subscribers up in, so an event costs lookups, not
+/// a scan of every subscriber.
 #[derive(Default)]
 struct Routes {
+    /// Native subscribers by exact topic (an event's first topic).
     exact: HashMap<Arc<str>, Vec<Arc<Subscriber>>>,
+    /// Native subscribers by pattern; each pattern is matched once per event.
     patterns: HashMap<Arc<str>, (Pattern, Vec<Arc<Subscriber>>)>,
     all: HashMap<u64, Arc<Subscriber>>,
-    /// Mercure subscribers: every event is matched against their selectors.
-    mercure: HashMap<u64, Arc<Subscriber>>,
+    /// Subscribers with their own admission rule, by exact topic: offered
+    /// events any of whose topics (first or further) is that one.
+    any_topic: HashMap<Arc<str>, Vec<Arc<Subscriber>>>,
+    /// Subscribers with their own rule that no index can narrow (a `*` or
+    /// template selector): offered every event.
+    everything: HashMap<u64, Arc<Subscriber>>,
+    /// Subscribers with their own admission rule (counted for `/stats`).
+    admitted: usize,
     /// Each user's subscribers, oldest first.
     users: HashMap<Box<str>, Vec<u64>>,
 }
@@ -279,8 +295,9 @@ pub struct HubStats {
     pub users: usize,
     /// Distinct topics and patterns subscribed to.
     pub topics: usize,
-    /// Open Mercure subscriptions (included in `connections`).
-    pub mercure: usize,
+    /// Open subscriptions with a protocol's own admission rule (Mercure's),
+    /// included in `connections`.
+    pub admitted: usize,
     /// Events fanned out since start.
     pub events: u64,
 }
@@ -351,7 +368,8 @@ fn run_lane(rx: mpsc::Receiver<LaneJob>, inner: std::sync::Weak<Inner>, lagged: 
             }
             for (sub, ix) in subs {
                 for &i in ix {
-                    if keep[i as usize] && sub.offer(&job.events[i as usize], &lagged) {
+                    let ev = &job.events[i as usize];
+                    if keep[i as usize] && sub.offer(ev, &Facts::of_event(ev), &lagged) {
                         *delivered.entry(i as usize).or_default() += 1;
                     }
                 }
@@ -469,7 +487,7 @@ impl Hub {
             route: spec.route,
             filter: spec.filter,
             auth: spec.auth,
-            mercure: spec.mercure,
+            admission: spec.admission,
             ended: OnceLock::new(),
         });
         {
@@ -480,9 +498,23 @@ impl Hub {
             if let Some(user) = &subscriber.user {
                 routes.users.entry(user.clone()).or_default().push(key);
             }
-            if subscriber.mercure.is_some() {
-                routes.mercure.insert(key, subscriber.clone());
-                metrics::gauge!("spout_mercure_subscribers").set(routes.mercure.len() as f64);
+            if let Some(a) = &subscriber.admission {
+                routes.admitted += 1;
+                match a.index() {
+                    Index::Topics(topics) => {
+                        // An update may name several of them: offered once.
+                        subscriber.multi.store(true, Ordering::Relaxed);
+                        for t in topics {
+                            let list = routes.any_topic.entry(t).or_default();
+                            if !list.iter().any(|s| s.key == key) {
+                                list.push(subscriber.clone());
+                            }
+                        }
+                    }
+                    Index::Everything => {
+                        routes.everything.insert(key, subscriber.clone());
+                    }
+                }
             }
             routes.all.insert(key, subscriber.clone());
         }
@@ -511,8 +543,23 @@ impl Hub {
                 }
             }
             routes.all.remove(&sub.key);
-            if routes.mercure.remove(&sub.key).is_some() {
-                metrics::gauge!("spout_mercure_subscribers").set(routes.mercure.len() as f64);
+            if let Some(a) = &sub.admission {
+                routes.admitted -= 1;
+                match a.index() {
+                    Index::Topics(topics) => {
+                        for t in topics {
+                            if let Some(list) = routes.any_topic.get_mut(&t) {
+                                list.retain(|s| s.key != sub.key);
+                                if list.is_empty() {
+                                    routes.any_topic.remove(&t);
+                                }
+                            }
+                        }
+                    }
+                    Index::Everything => {
+                        routes.everything.remove(&sub.key);
+                    }
+                }
             }
         }
         let n = inner.count.fetch_sub(1, Ordering::AcqRel) - 1;
@@ -540,10 +587,11 @@ impl Hub {
             let routes = read(&inner.routes);
             let mut topics = inner.topics.lock().unwrap_or_else(|e| e.into_inner());
             for (i, ev) in events.iter().enumerate() {
+                let facts = Facts::of_event(ev);
                 let mut delivered = 0u64;
                 let mut offer = |s: &Arc<Subscriber>| match &s.filter {
                     Some(g) => {
-                        if !s.may_see(ev) {
+                        if !s.may_see(&facts) {
                             return;
                         }
                         let (_, subs, at) = filtered
@@ -559,7 +607,7 @@ impl Hub {
                             ix.push(i as u32);
                         }
                     }
-                    None => delivered += u64::from(s.offer(ev, &inner.lagged)),
+                    None => delivered += u64::from(s.offer(ev, &facts, &inner.lagged)),
                 };
                 if let Some(list) = routes.exact.get(&*ev.topic) {
                     list.iter().for_each(&mut offer);
@@ -569,7 +617,14 @@ impl Hub {
                         list.iter().for_each(&mut offer);
                     }
                 }
-                routes.mercure.values().for_each(&mut offer);
+                if !routes.any_topic.is_empty() {
+                    for t in facts.topics() {
+                        if let Some(list) = routes.any_topic.get(t) {
+                            list.iter().for_each(&mut offer);
+                        }
+                    }
+                }
+                routes.everything.values().for_each(&mut offer);
                 let m = topics.get(&ev.topic);
                 m.published.increment(1);
                 m.delivered.increment(delivered);
@@ -667,9 +722,15 @@ impl Hub {
         sels.clone()
     }
 
-    /// Every open Mercure subscriber (for the subscriptions API).
-    pub fn mercure_subscribers(&self) -> Vec<Arc<Subscriber>> {
-        read(&self.inner.routes).mercure.values().cloned().collect()
+    /// Every open subscriber with its own admission rule (the Mercure
+    /// subscriptions API finds its own among them).
+    pub fn admitted_subscribers(&self) -> Vec<Arc<Subscriber>> {
+        read(&self.inner.routes)
+            .all
+            .values()
+            .filter(|s| s.admission.is_some())
+            .cloned()
+            .collect()
     }
 
     /// Every open subscriber (for re-checking them after a reload).
@@ -729,7 +790,7 @@ impl Hub {
             peak_connections: self.inner.peak.load(Ordering::Relaxed),
             users: routes.users.len(),
             topics: routes.exact.len() + routes.patterns.len(),
-            mercure: routes.mercure.len(),
+            admitted: routes.admitted,
             events: self.inner.events.load(Ordering::Relaxed),
         }
     }
@@ -771,7 +832,7 @@ mod tests {
             route: "/events".into(),
             filter: None,
             auth: None,
-            mercure: None,
+            admission: None,
         }
     }
 
@@ -805,6 +866,100 @@ mod tests {
         assert_eq!(drain(&mut bob), [1, 4]);
         assert_eq!(hub.stats().users, 1);
         assert_eq!(hub.stats().topics, 3);
+    }
+
+    /// An admission rule that counts how often the hub asks it.
+    #[derive(Debug)]
+    struct Counting {
+        index: Index,
+        asked: AtomicUsize,
+    }
+
+    impl Admission for Counting {
+        fn admits(&self, e: &Facts<'_>, _user: Option<&str>) -> bool {
+            self.asked.fetch_add(1, Ordering::Relaxed);
+            e.topics().any(|t| t.starts_with('x'))
+        }
+        fn index(&self) -> Index {
+            self.index.clone()
+        }
+        fn as_any(&self) -> &dyn std::any::Any {
+            self
+        }
+    }
+
+    fn with_rule(index: Index) -> (SubscribeSpec, Arc<Counting>) {
+        let rule = Arc::new(Counting {
+            index,
+            asked: AtomicUsize::new(0),
+        });
+        let mut s = spec(&[], None);
+        s.admission = Some(rule.clone());
+        (s, rule)
+    }
+
+    fn with_also(id: u64, topic: &str, also: &[&str]) -> Arc<Event> {
+        Arc::new(Event::new(
+            id,
+            0,
+            NewEvent {
+                topic: topic.into(),
+                kind: None,
+                data: Data::Text(String::new()),
+                to: None,
+                key: None,
+                extra: Some(Box::new(crate::event::Extra {
+                    also: also.iter().map(|t| Box::from(*t)).collect(),
+                    ..Default::default()
+                })),
+            },
+        ))
+    }
+
+    #[test]
+    fn own_rule_subscribers_on_exact_topics_are_indexed_not_scanned() {
+        let hub = Hub::new(2000, 16);
+        // 1,000 subscribers each on a topic of its own, one on `x1`, one
+        // that no index can narrow.
+        let mut others = Vec::new();
+        for i in 0..1000 {
+            let (s, rule) = with_rule(Index::Topics(vec![format!("other/{i}").into()]));
+            others.push((hub.subscribe(s).unwrap(), rule));
+        }
+        let (s, x1) = with_rule(Index::Topics(vec!["x1".into(), "x2".into()]));
+        let mut x1_sub = hub.subscribe(s).unwrap();
+        let (s, all) = with_rule(Index::Everything);
+        let mut all_sub = hub.subscribe(s).unwrap();
+        hub.fan_out(&[
+            with_also(1, "y", &["x1"]),
+            with_also(2, "x1", &["x2"]),
+            with_also(3, "z", &[]),
+        ]);
+        assert_eq!(
+            drain(&mut x1_sub),
+            [1, 2],
+            "once per event, by any of its topics"
+        );
+        assert_eq!(drain(&mut all_sub), [1, 2]);
+        assert_eq!(
+            all.asked.load(Ordering::Relaxed),
+            3,
+            "the scanned one is asked per event"
+        );
+        assert_eq!(
+            x1.asked.load(Ordering::Relaxed),
+            2,
+            "the indexed one only for its topics"
+        );
+        assert!(
+            others
+                .iter()
+                .all(|(_, r)| r.asked.load(Ordering::Relaxed) == 0),
+            "subscribers of other topics are never looked at"
+        );
+        assert_eq!(hub.stats().admitted, 1002);
+        drop(others);
+        assert_eq!(hub.stats().admitted, 2);
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub mod shape;
 pub mod stream;
 pub mod tickets;
 pub mod tls;
+pub mod visibility;
 
 pub use spout_proto::{config, event, publish, sse, topic};
 

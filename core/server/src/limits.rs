@@ -4,8 +4,7 @@
 //! streams are registered.
 
 use crate::config::LimitsConfig;
-use crate::http::ApiError;
-use http::{HeaderMap, StatusCode};
+use http::HeaderMap;
 use ipnet::IpNet;
 use metrics::Counter;
 use std::collections::HashMap;
@@ -13,6 +12,19 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// A limit a request ran into.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimitError {
+    /// Too many stream opens from one client IP in the window.
+    #[error("{detail}")]
+    PerIp {
+        /// What happened, for the client.
+        detail: String,
+        /// Seconds until the window ends.
+        retry_after: u64,
+    },
+}
 
 /// The server's admission limits and their counters.
 pub struct Limits {
@@ -68,9 +80,9 @@ impl Limits {
         self.trusted.iter().any(|n| n.contains(&ip))
     }
 
-    /// Counts one stream open by `ip`; 429 with the seconds until its
+    /// Counts one stream open by `ip`; refused with the seconds until its
     /// window ends once it is over `per_ip_attempts`.
-    pub fn check_ip(&self, ip: IpAddr) -> Result<(), ApiError> {
+    pub fn check_ip(&self, ip: IpAddr) -> Result<(), LimitError> {
         if self.per_ip == 0 {
             return Ok(());
         }
@@ -89,16 +101,14 @@ impl Limits {
         self.ip_rejected.fetch_add(1, Ordering::Relaxed);
         self.ip_rejected_metric.increment(1);
         let secs = retry.as_secs() + u64::from(retry.subsec_nanos() > 0);
-        Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            format!(
+        Err(LimitError::PerIp {
+            detail: format!(
                 "{ip} opened more than {} streams in {}; retry in {secs}s",
                 self.per_ip,
                 humantime::format_duration(self.window)
             ),
-        )
-        .retry_after(secs.max(1)))
+            retry_after: secs.max(1),
+        })
     }
 
     /// Forgets windows that have ended (called by the server's ticker).
@@ -166,9 +176,8 @@ mod tests {
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         assert!(l.check_ip(ip).is_ok());
         assert!(l.check_ip(ip).is_ok());
-        let err = l.check_ip(ip).unwrap_err();
-        assert_eq!(err.status, StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(err.retry_after, Some(60));
+        let LimitError::PerIp { retry_after, .. } = l.check_ip(ip).unwrap_err();
+        assert_eq!(retry_after, 60);
         // Another client is not affected.
         assert!(l.check_ip("192.0.2.2".parse().unwrap()).is_ok());
     }

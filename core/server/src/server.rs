@@ -65,10 +65,10 @@ pub async fn run(
     let hard_stop = CancellationToken::new();
     let tracker = TaskTracker::new();
     let ticker = tokio::spawn(tick(app.clone()));
-    crate::pipeline::source::restart(&app, &app.pipeline.load());
+    app.sources.restart(&app.pipeline.load());
     let stop_watch = CancellationToken::new();
     let watcher = tokio::spawn(crate::pipeline::reload::watch(
-        app.clone(),
+        app.reloader(),
         stop_watch.clone(),
     ));
     if let Some(t) = &tls {
@@ -154,10 +154,7 @@ pub async fn run(
     tracker.wait().await;
     ticker.abort();
     stop_watch.cancel();
-    app.sources
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .cancel();
+    app.sources.stop();
     // Wait for both to end: they hold the app (and the log) open.
     let _ = ticker.await;
     let _ = watcher.await;

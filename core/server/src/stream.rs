@@ -20,7 +20,7 @@ use crate::log::{EventLog, LogError};
 use crate::plugin::wire::BatchBuilder;
 use crate::shape::Shape;
 use crate::sse;
-use crate::topic::any_matches;
+use crate::visibility::{Audience, Facts};
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use metrics::Counter;
@@ -271,11 +271,13 @@ impl EventStream {
             let mut shaped: Vec<Arc<Event>> = Vec::new();
             let mut shaped_bytes = 0;
             let mut events = 0u64;
+            let audience = Audience {
+                selectors: &selectors,
+                user,
+                admission: sub.admission.as_ref(),
+            };
             let cursor = log.scan(after, target, CATCHUP_SCAN, |id, view| {
-                let wanted = match &sub.mercure {
-                    Some(access) => access.admits_view(&view, user),
-                    None => any_matches(&selectors, view.topic) && view.visible_to(user),
-                };
+                let wanted = audience.admits(&Facts::of_view(&view));
                 if wanted {
                     if shape.is_some() {
                         let e = view

@@ -55,7 +55,7 @@ where
         )
     };
     let sub = app.hub.find(id).ok_or_else(not_found)?;
-    if sub.mercure.is_some() {
+    if sub.admission.is_some() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "mercure_subscription",

@@ -62,7 +62,7 @@ pub async fn subscribe<B>(
         route: Arc::from(route.path.as_str()),
         filter,
         auth: who.auth_request,
-        mercure: None,
+        admission: None,
     })?;
     let head = app.log.head();
 

@@ -60,7 +60,7 @@ where
         metrics::counter!("spout_webhook_rejections_total", "hook" => name.to_owned()).increment(1);
         ApiError::new(status, "rejected_by_source", d.reason)
     })?;
-    let ids = crate::pipeline::source::ingest(app, src, returned).await?;
+    let ids = crate::pipeline::source::ingest(&app.ingest, src, returned).await?;
     metrics::counter!("spout_webhook_deliveries_total", "hook" => name.to_owned()).increment(1);
     Ok(json_response(
         StatusCode::OK,

@@ -13,6 +13,7 @@
 pub mod connections;
 pub mod cors;
 pub mod direct;
+pub mod error;
 pub mod events;
 pub mod files;
 pub mod hooks;
@@ -25,6 +26,7 @@ use crate::app::App;
 use crate::stream::EventStream;
 use crate::topic::Selector;
 use bytes::Bytes;
+pub use error::ApiError;
 use http::header::{HeaderValue, CONTENT_TYPE, ORIGIN};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{Either, Full};
@@ -43,83 +45,6 @@ pub struct Conn {
     pub peer: SocketAddr,
     /// Cancelling it drops the connection (used for clients that stopped reading).
     pub kill: CancellationToken,
-}
-
-/// An API error: status plus the JSON body `{"error": code, "detail": text}`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiError {
-    /// HTTP status.
-    pub status: StatusCode,
-    /// Stable machine-readable code, also the metric label.
-    pub error: &'static str,
-    /// Human-readable explanation.
-    pub detail: String,
-    /// Seconds for a `Retry-After` header (429, 503).
-    pub retry_after: Option<u64>,
-}
-
-impl ApiError {
-    /// An error with the given status, code and detail.
-    pub fn new(status: StatusCode, error: &'static str, detail: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            error,
-            detail: detail.into(),
-            retry_after: None,
-        }
-    }
-
-    /// Adds a `Retry-After: secs` header.
-    pub fn retry_after(mut self, secs: u64) -> ApiError {
-        self.retry_after = Some(secs);
-        self
-    }
-
-    /// A 400 Bad Request.
-    pub fn bad_request(error: &'static str, detail: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, error, detail)
-    }
-
-    /// Renders the error, logging it at debug and counting it.
-    pub fn into_response(self) -> Response<Body> {
-        tracing::debug!(status = self.status.as_u16(), error = self.error, detail = %self.detail, "request rejected");
-        metrics::counter!("spout_http_errors_total", "error" => self.error).increment(1);
-        #[derive(serde::Serialize)]
-        struct ErrorBody<'a> {
-            error: &'a str,
-            detail: &'a str,
-        }
-        let mut resp = json_response(
-            self.status,
-            &ErrorBody {
-                error: self.error,
-                detail: &self.detail,
-            },
-        );
-        if let Some(secs) = self.retry_after {
-            resp.headers_mut()
-                .insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
-        }
-        resp
-    }
-}
-
-impl From<crate::hub::HubError> for ApiError {
-    /// A subscription the hub refused: 503 when full or shutting down, 429
-    /// (counted) when the user holds its maximum of streams.
-    fn from(e: crate::hub::HubError) -> ApiError {
-        use crate::hub::HubError;
-        let (status, code) = match e {
-            HubError::Full(_) => (StatusCode::SERVICE_UNAVAILABLE, "too_many_connections"),
-            HubError::Closing => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
-            HubError::UserFull(_) => {
-                metrics::counter!("spout_limit_rejections_total", "limit" => "per_user")
-                    .increment(1);
-                (StatusCode::TOO_MANY_REQUESTS, "too_many_user_connections")
-            }
-        };
-        ApiError::new(status, code, e.to_string())
-    }
 }
 
 /// A JSON response with the given status.

@@ -84,7 +84,7 @@ pub fn stats(app: &App) -> Response<Body> {
             "peak_connections": hub.peak_connections,
             "users": hub.users,
             "topics": hub.topics,
-            "mercure_subscribers": hub.mercure,
+            "mercure_subscribers": hub.admitted,
             "cluster": app.cluster.as_ref().map(|c| c.to_json()),
             "limits": app.limits.to_json(),
             "log": {

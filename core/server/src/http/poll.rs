@@ -5,7 +5,7 @@ use crate::app::App;
 use crate::pipeline::filter::{subscription, FilterGroup};
 use crate::pipeline::DEFAULT_STREAM;
 use crate::plugin::wire::BatchBuilder;
-use crate::topic::any_matches;
+use crate::visibility::{Audience, Facts};
 use http::{Request, Response, StatusCode};
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -127,7 +127,12 @@ pub async fn poll<B>(
             let mut events: Vec<PolledEvent> = Vec::new();
             let mut batch = BatchBuilder::default();
             let next = log.scan(after, head, MAX_SCAN, |id, view| {
-                if any_matches(&selectors, view.topic) && view.visible_to(user.as_deref()) {
+                let audience = Audience {
+                    selectors: &selectors,
+                    user: user.as_deref(),
+                    admission: None,
+                };
+                if audience.admits(&Facts::of_view(&view)) {
                     if filter.is_some() {
                         batch.push(id, view.time_ms, view.topic, view.kind, view.data, view.to);
                     }

@@ -1,13 +1,11 @@
-//! `POST /publish`: validate the whole body, append it, answer with the ids.
+//! `POST /publish`: validate the whole body, hand it to the ingest path
+//! (transforms, append), answer with the ids.
 
 use super::{json_response, ApiError, Body, Conn};
 use crate::app::App;
-use crate::event::NewEvent;
-use crate::log::LogError;
 use crate::pipeline::auth;
-use crate::plugin::wire::{data_bytes, BatchBuilder};
-use crate::plugin::Plugin;
-use crate::publish::{parse_body, BodyFormat, PublishError};
+use crate::pipeline::ingest::Producer;
+use crate::publish::{parse_body, BodyFormat};
 use crate::topic::Selector;
 use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
@@ -15,26 +13,6 @@ use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use std::sync::Arc;
 use std::time::Duration;
-
-impl From<PublishError> for ApiError {
-    fn from(e: PublishError) -> ApiError {
-        let code = match &e {
-            PublishError::Json { .. } => "invalid_json",
-            PublishError::MissingTopic { .. } => "missing_topic",
-            PublishError::Topic { .. } => "invalid_topic",
-            PublishError::Field { .. } => "invalid_field",
-            PublishError::Empty => "empty_body",
-            PublishError::TooLarge { .. } => {
-                return ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "event_too_large",
-                    e.to_string(),
-                )
-            }
-        };
-        ApiError::bad_request(code, e.to_string())
-    }
-}
 
 /// Handles a publish request end to end.
 /// With `[publish] auth`, the publisher must authenticate and may publish
@@ -81,129 +59,15 @@ where
             .collect();
         auth::check_topics(who, &topics, "publish to")?;
     }
-    let events = run_transforms(pipeline.publish.transforms.clone(), events, max_event).await?;
-    if events.is_empty() {
-        return Ok(json_response(
-            StatusCode::OK,
-            &serde_json::json!({ "ids": [] }),
-        ));
-    }
-    let count = events.len();
-    let ids = app.log.append(events).await.map_err(log_error)?;
-    tracing::debug!(count, first = ids.first().copied(), "published");
+    let ids = app
+        .ingest
+        .ingest(Producer::Publisher, events, &pipeline.publish.transforms)
+        .await?;
+    tracing::debug!(count = ids.len(), first = ids.first().copied(), "published");
     Ok(json_response(
         StatusCode::OK,
         &serde_json::json!({ "ids": ids }),
     ))
-}
-
-/// The answer to a failed append: 409 when an idempotency key (or Mercure
-/// update id) was used before with other content, 503 while shutting down or
-/// while the shared log (Redis) is unreachable, else 500.
-pub fn log_error(e: LogError) -> ApiError {
-    match e {
-        LogError::Conflict { .. } => {
-            ApiError::new(StatusCode::CONFLICT, "id_conflict", e.to_string())
-        }
-        LogError::Closed => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
-            e.to_string(),
-        ),
-        LogError::Unavailable(_) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "storage_unavailable",
-            e.to_string(),
-        ),
-        other => ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "storage_error",
-            other.to_string(),
-        ),
-    }
-}
-
-/// Runs a transform chain over the events on the plugin pool (plugin
-/// calls block), each plugin's output checked as strictly as a publisher's
-/// own events.
-pub async fn run_transforms(
-    chain: Vec<Arc<Plugin>>,
-    events: Vec<NewEvent>,
-    max_event: usize,
-) -> Result<Vec<NewEvent>, ApiError> {
-    if chain.is_empty() || events.is_empty() {
-        return Ok(events);
-    }
-    let pool = chain[0].pool().clone();
-    pool.spawn_blocking(move || {
-        chain.iter().try_fold(events, |events, plugin| {
-            transform(plugin, events, max_event)
-        })
-    })
-    .await
-    .map_err(|e| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "transform_failed",
-            e.to_string(),
-        )
-    })?
-}
-
-/// Runs one transform plugin over the events and checks what it returns as
-/// strictly as a publisher's own events.
-fn transform(
-    plugin: &Plugin,
-    events: Vec<NewEvent>,
-    max_event: usize,
-) -> Result<Vec<NewEvent>, ApiError> {
-    let mut batch = BatchBuilder::default();
-    for e in &events {
-        batch.push(
-            0,
-            0,
-            &e.topic,
-            e.kind.as_deref(),
-            data_bytes(&e.data),
-            e.to.as_deref(),
-        );
-    }
-    let out = plugin
-        .apply(batch.batch())
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "transform_failed",
-                e.to_string(),
-            )
-        })?
-        .map_err(|d| {
-            // A refusal: the plugin's status if it is a client error, else 422.
-            let status = StatusCode::from_u16(d.status)
-                .ok()
-                .filter(StatusCode::is_client_error)
-                .unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
-            ApiError::new(status, "rejected_by_transform", d.reason)
-        })?;
-    let same_shape = out.len() == events.len();
-    out.into_iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let mut e = r.event;
-            crate::pipeline::check_event(plugin, &e, max_event).map_err(|detail| {
-                ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "transform_invalid",
-                    detail,
-                )
-            })?;
-            if same_shape {
-                // One event in, one out: keep the publisher's idempotency key.
-                e.key = events[i].key.clone();
-            }
-            Ok(e)
-        })
-        .collect()
 }
 
 /// Reads a publish-like body under the server's `max_body_bytes` and

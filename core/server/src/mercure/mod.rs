@@ -13,12 +13,11 @@ pub mod subscriptions;
 pub use spout_proto::template;
 
 use crate::app::App;
-use crate::event::Event;
 use crate::http::{ApiError, Body, Conn};
-use crate::log::View;
 use crate::pipeline::auth::{self, Authorized};
 use crate::plugin::bindings::types::Request as PluginRequest;
 use crate::plugin::Plugin;
+use crate::visibility::{Admission, Facts, Index};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use std::sync::Arc;
@@ -108,6 +107,8 @@ impl Access {
         payload: Option<serde_json::Value>,
     ) -> Access {
         let compile = |v: &[String]| v.iter().map(|s| TopicSelector::new(s)).collect();
+        // One live `Access` per open Mercure subscription (see `Drop`).
+        metrics::gauge!("spout_mercure_subscribers").increment(1.0);
         Access {
             subscriber,
             selectors: compile(&topics),
@@ -119,31 +120,47 @@ impl Access {
 
     /// Mercure's rule: some topic matches some requested selector, and a
     /// private update also needs some topic matched by the token's claim.
-    fn admits<'a>(&self, topics: impl Iterator<Item = &'a str> + Clone, private: bool) -> bool {
+    fn admits_topics<'a>(
+        &self,
+        topics: impl Iterator<Item = &'a str> + Clone,
+        private: bool,
+    ) -> bool {
         let any =
             |sels: &[TopicSelector]| topics.clone().any(|t| sels.iter().any(|s| s.matches(t)));
         any(&self.selectors) && (!private || self.allowed.as_deref().is_some_and(any))
     }
+}
 
-    /// Whether the subscriber (whose user is `user`) receives `ev`.
-    pub fn admits_event(&self, ev: &Event, user: Option<&str>) -> bool {
-        if ev.to.as_deref().is_some_and(|to| user != Some(to)) {
+impl Drop for Access {
+    fn drop(&mut self) {
+        metrics::gauge!("spout_mercure_subscribers").decrement(1.0);
+    }
+}
+
+impl Admission for Access {
+    /// Addressed updates (`to`) only to their user, then Mercure's rule.
+    fn admits(&self, e: &Facts<'_>, user: Option<&str>) -> bool {
+        if e.to.is_some_and(|to| user != Some(to)) {
             return false;
         }
-        let (also, private) = match &ev.extra {
-            Some(x) => (&x.also[..], x.private),
-            None => (&[][..], false),
-        };
-        let topics = std::iter::once(&*ev.topic).chain(also.iter().map(|t| &**t));
-        self.admits(topics, private)
+        self.admits_topics(e.topics(), e.private)
     }
 
-    /// Whether the subscriber receives the stored event `v` (replay).
-    pub fn admits_view(&self, v: &View<'_>, user: Option<&str>) -> bool {
-        if v.to.is_some_and(|to| user != Some(to)) {
-            return false;
+    /// Filed under its exact topics unless a selector is `*` or a template.
+    fn index(&self) -> Index {
+        let exact: Option<Vec<Arc<str>>> = self
+            .selectors
+            .iter()
+            .map(|s| s.exact().map(Arc::from))
+            .collect();
+        match exact {
+            Some(topics) => Index::Topics(topics),
+            None => Index::Everything,
         }
-        self.admits(std::iter::once(v.topic).chain(v.also()), v.private)
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 }
 
@@ -212,7 +229,7 @@ async fn verify<B>(
         ));
     };
     let preq = auth::plugin_request(req, query, conn.peer);
-    auth::authenticate_async(plugin, preq).await.map(Some)
+    Ok(Some(auth::authenticate_async(plugin, preq).await?))
 }
 
 /// The id a client sees for log sequence `seq`: the publisher's id of that

@@ -3,8 +3,9 @@
 use super::{verify, Claims};
 use crate::app::App;
 use crate::event::{Data, Extra, NewEvent};
-use crate::http::publish::{log_error, read_limited};
+use crate::http::publish::read_limited;
 use crate::http::{ApiError, Body, Conn};
+use crate::pipeline::ingest::Producer;
 use crate::publish::check_field;
 use crate::topic::validate_topic;
 use bytes::Bytes;
@@ -213,7 +214,13 @@ where
             retry: update.retry,
         })),
     };
-    let ids = app.log.append(vec![event]).await.map_err(log_error)?;
+    // The one ingest path: `[publish] transforms` apply to Mercure updates
+    // as to every other publish.
+    let transforms = app.pipeline.load().publish.transforms.clone();
+    let ids = app
+        .ingest
+        .ingest(Producer::Publisher, vec![event], &transforms)
+        .await?;
     metrics::counter!("spout_mercure_updates_total").increment(1);
     let id = match (update.id, ids.first()) {
         (Some(id), _) => id,

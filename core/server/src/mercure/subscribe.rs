@@ -25,7 +25,7 @@ fn resume_point(app: &App, value: Option<&str>) -> Result<Option<u64>, ApiError>
     if let Some(seq) = app
         .log
         .find_wire_id(v)
-        .map_err(crate::http::publish::log_error)?
+        .map_err(crate::http::ApiError::from)?
     {
         return Ok(Some(seq));
     }
@@ -130,7 +130,7 @@ pub async fn subscribe<B>(
         route: Arc::from(PATH),
         filter: None,
         auth: None,
-        mercure: Some(access.clone()),
+        admission: Some(access.clone()),
     })?;
     let head = app.log.head();
     let last_id = if head == 0 {

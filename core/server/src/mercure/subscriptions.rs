@@ -125,8 +125,14 @@ pub async fn list<B>(
         wire_id(app, head)
     };
     let mut docs = Vec::new();
-    for s in app.hub.mercure_subscribers() {
-        let Some(access) = &s.mercure else { continue };
+    for s in app.hub.admitted_subscribers() {
+        let Some(access) = s
+            .admission
+            .as_ref()
+            .and_then(|a| a.as_any().downcast_ref::<Access>())
+        else {
+            continue;
+        };
         if subscriber
             .as_deref()
             .is_some_and(|id| id != access.subscriber)

@@ -1,13 +1,43 @@
 //! Running a route's auth plugin on a request and checking what the
-//! principal may reach.
+//! principal may reach. Errors are [`AuthError`]s; the HTTP layer turns
+//! them into statuses.
 
-use crate::http::ApiError;
 use crate::plugin::bindings::types::{Principal, Request as PluginRequest};
-use crate::plugin::Plugin;
+use crate::plugin::{CallError, Plugin};
 use crate::topic::{covered, Selector};
-use http::{Request, StatusCode};
+use http::Request;
 use std::net::SocketAddr;
 use std::sync::Arc;
+
+/// Why a request is not admitted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// The auth plugin could not run (failed call, busy, circuit open):
+    /// auth fails closed.
+    #[error("authentication failed to run: {0}")]
+    Unavailable(String),
+    /// The plugin refused the request with this status (4xx/5xx) and reason.
+    #[error("{reason}")]
+    Denied {
+        /// The status the plugin chose.
+        status: u16,
+        /// Its reason, shown to the client.
+        reason: String,
+    },
+    /// The principal may not reach a requested topic.
+    #[error("user `{user}` may not {verb} `{topic}`")]
+    Forbidden {
+        /// The principal's user.
+        user: String,
+        /// What was asked (`subscribe to`, `publish to`).
+        verb: &'static str,
+        /// The selector or topic outside the grant.
+        topic: String,
+    },
+    /// The credentials now name another user than the connection's.
+    #[error("the credentials now belong to another user")]
+    UserChanged,
+}
 
 /// A principal the auth plugin accepted.
 #[derive(Debug, Clone)]
@@ -56,35 +86,25 @@ pub fn plugin_request<B>(
 pub async fn authenticate_async(
     plugin: &Arc<Plugin>,
     req: PluginRequest,
-) -> Result<(Authorized, PluginRequest), ApiError> {
+) -> Result<(Authorized, PluginRequest), AuthError> {
     plugin
         .run(move |p| Ok(authenticate(p, &req).map(|who| (who, req))))
         .await
         .map_err(unavailable)?
 }
 
-fn unavailable(err: crate::plugin::CallError) -> ApiError {
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "auth_unavailable",
-        format!("authentication failed to run: {err}"),
-    )
+fn unavailable(err: CallError) -> AuthError {
+    AuthError::Unavailable(err.to_string())
 }
 
-/// Runs `plugin` on `req`. A failed call denies (fail closed) with 503.
-pub fn authenticate(plugin: &Plugin, req: &PluginRequest) -> Result<Authorized, ApiError> {
+/// Runs `plugin` on `req`. A failed call denies (fail closed).
+pub fn authenticate(plugin: &Plugin, req: &PluginRequest) -> Result<Authorized, AuthError> {
     match plugin.authenticate(req) {
         Err(err) => Err(unavailable(err)),
-        Ok(Err(denial)) => {
-            let status = StatusCode::from_u16(denial.status).unwrap_or(StatusCode::UNAUTHORIZED);
-            let error = match status {
-                StatusCode::UNAUTHORIZED => "unauthorized",
-                StatusCode::FORBIDDEN => "forbidden",
-                StatusCode::TOO_MANY_REQUESTS => "rate_limited",
-                _ => "denied",
-            };
-            Err(ApiError::new(status, error, denial.reason))
-        }
+        Ok(Err(denial)) => Err(AuthError::Denied {
+            status: denial.status,
+            reason: denial.reason,
+        }),
         Ok(Ok(p)) => Ok(authorized(plugin, p)),
     }
 }
@@ -113,19 +133,20 @@ fn authorized(plugin: &Plugin, p: Principal) -> Authorized {
     }
 }
 
-/// 403 unless every requested selector lies within what `auth` allows.
+/// [`AuthError::Forbidden`] unless every requested selector lies within
+/// what `auth` allows.
 pub fn check_topics<'a>(
     auth: &Authorized,
     requested: impl IntoIterator<Item = &'a Selector>,
-    verb: &str,
-) -> Result<(), ApiError> {
+    verb: &'static str,
+) -> Result<(), AuthError> {
     for sel in requested {
         if !covered(&auth.allowed, sel) {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                format!("user `{}` may not {verb} `{}`", auth.user, sel.as_str()),
-            ));
+            return Err(AuthError::Forbidden {
+                user: auth.user.clone(),
+                verb,
+                topic: sel.as_str().to_owned(),
+            });
         }
     }
     Ok(())

@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod filter;
+pub mod ingest;
 pub mod reload;
 pub mod source;
 
@@ -525,26 +526,6 @@ fn expand_env(table: &mut toml::Table) -> Result<(), (String, String)> {
     }
     for (k, v) in table.iter_mut() {
         walk(v, k)?;
-    }
-    Ok(())
-}
-
-/// Checks an event a plugin produced (transform or source) as strictly as
-/// a publisher's own: a valid topic and data within `max_event` bytes.
-pub fn check_event(
-    plugin: &Plugin,
-    e: &crate::event::NewEvent,
-    max_event: usize,
-) -> Result<(), String> {
-    let what = format!(
-        "{} plugin `{}` produced an invalid event",
-        plugin.kind(),
-        plugin.name()
-    );
-    crate::topic::validate_topic(&e.topic)
-        .map_err(|err| format!("{what}: topic {:?}: {err}", e.topic))?;
-    if e.data.len() > max_event {
-        return Err(format!("{what}: data is over {max_event} bytes"));
     }
     Ok(())
 }

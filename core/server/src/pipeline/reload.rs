@@ -7,14 +7,19 @@
 //! route's new auth; one the new pipeline would refuse gets `event: revoked`.
 
 use super::auth::{authenticate, check_topics};
+use super::filter::Groups;
+use super::source::Sources;
 use super::Pipeline;
-use crate::app::App;
 use crate::config::Config;
 use crate::event::now_ms;
+use crate::hub::Hub;
+use crate::plugin::Runtime;
+use arc_swap::ArcSwap;
 use notify::{RecursiveMode, Watcher};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -37,9 +42,30 @@ pub struct ReloadStatus {
     pub revoked: usize,
 }
 
+/// What a reload needs, handed to it (it never sees the app): the config it
+/// started from, the plugin engine, the running pipeline and its filter
+/// groups, the hub (to re-check open connections) and the source drivers.
+#[derive(Clone)]
+pub struct Reloader {
+    /// The config the server started with (file, data directory, cache).
+    pub config: Arc<Config>,
+    /// Loads the new pipeline's plugins.
+    pub runtime: Arc<Runtime>,
+    /// The running pipeline; a reload swaps it whole.
+    pub pipeline: Arc<ArcSwap<Pipeline>>,
+    /// Live filter groups: they take the new filters.
+    pub groups: Arc<Groups>,
+    /// Open connections are re-checked against the new auth.
+    pub hub: Hub,
+    /// Restarted with the new pipeline's sources.
+    pub sources: Sources,
+    /// The outcome of the last reload, for `/stats`.
+    pub status: Arc<Mutex<ReloadStatus>>,
+}
+
 /// Reloads the pipeline from the config file now (blocking: compiles
 /// plugins). Returns the new generation, or the error that kept the old one.
-pub fn reload(app: &Arc<App>) -> Result<u64, String> {
+pub fn reload(app: &Reloader) -> Result<u64, String> {
     let file = app.config.origin.file.clone();
     let result = Config::load(&file)
         .map_err(|e| e.to_string())
@@ -50,7 +76,7 @@ pub fn reload(app: &Arc<App>) -> Result<u64, String> {
             let generation = app.pipeline.load().generation + 1;
             Pipeline::build(&config, &app.runtime, generation).map_err(|e| e.to_string())
         });
-    let mut status = app.reload.lock().unwrap_or_else(|e| e.into_inner());
+    let mut status = app.status.lock().unwrap_or_else(|e| e.into_inner());
     status.attempts += 1;
     status.at_ms = Some(now_ms());
     match result {
@@ -86,7 +112,7 @@ pub fn reload(app: &Arc<App>) -> Result<u64, String> {
 }
 
 /// Applies a new pipeline to open connections; returns how many were revoked.
-fn reevaluate(app: &App, pipeline: &Pipeline) -> usize {
+fn reevaluate(app: &Reloader, pipeline: &Pipeline) -> usize {
     for group in app.groups.live() {
         match pipeline.route(&group.route) {
             Some(r) => group.set_stages(r.filters.clone()),
@@ -95,7 +121,7 @@ fn reevaluate(app: &App, pipeline: &Pipeline) -> usize {
     }
     let mut revoked = 0;
     for sub in app.hub.subscribers() {
-        if sub.mercure.is_some() {
+        if sub.admission.is_some() {
             // Mercure subscribers are not on a stream route: their token's
             // claims, checked when they connected, are their grant.
             continue;
@@ -108,15 +134,11 @@ fn reevaluate(app: &App, pipeline: &Pipeline) -> usize {
                 (Some(plugin), Some(req)) => authenticate(plugin, req)
                     .and_then(|who| {
                         if sub.user.as_deref() != Some(who.user.as_str()) {
-                            return Err(crate::http::ApiError::new(
-                                http::StatusCode::FORBIDDEN,
-                                "forbidden",
-                                "the credentials now belong to another user",
-                            ));
+                            return Err(super::auth::AuthError::UserChanged);
                         }
                         check_topics(&who, &sub.selectors(), "subscribe to")
                     })
-                    .map_err(|e| e.detail),
+                    .map_err(|e| e.to_string()),
             },
         };
         if let Err(reason) = verdict {
@@ -129,7 +151,7 @@ fn reevaluate(app: &App, pipeline: &Pipeline) -> usize {
 }
 
 /// Files a reload should follow: the config file and every plugin file it names.
-fn watched_files(app: &App) -> BTreeSet<PathBuf> {
+fn watched_files(app: &Reloader) -> BTreeSet<PathBuf> {
     let mut files = BTreeSet::new();
     let file = &app.config.origin.file;
     files.insert(absolute(file));
@@ -208,7 +230,7 @@ impl Watch {
 /// file. The watches are set up when this is called; the returned future
 /// serves them.
 pub fn watch(
-    app: Arc<App>,
+    app: Reloader,
     stop: CancellationToken,
 ) -> impl std::future::Future<Output = ()> + Send {
     let armed = (!app.config.origin.file.as_os_str().is_empty()).then(|| arm(&app));
@@ -222,7 +244,7 @@ pub fn watch(
             let app2 = app.clone();
             let done = tokio::task::spawn_blocking(move || reload(&app2)).await;
             if let Ok(Ok(_)) = done {
-                super::source::restart(&app, &app.pipeline.load());
+                app.sources.restart(&app.pipeline.load());
                 let now = watched_files(&app);
                 w.add_dirs(&now);
                 *w.files.write().unwrap_or_else(|e| e.into_inner()) = now;
@@ -231,7 +253,7 @@ pub fn watch(
     }
 }
 
-fn arm(app: &App) -> Watch {
+fn arm(app: &Reloader) -> Watch {
     let (tx, rx) = mpsc::unbounded_channel::<()>();
     let files = Arc::new(std::sync::RwLock::new(watched_files(app)));
     let handler = {

@@ -5,8 +5,8 @@
 //!   read to its end first, then the new one from its start.
 //! - Truncation (the file got shorter than what was read): read again from
 //!   the start.
-//! - The position (file identity and offset) is kept per path in the log's
-//!   sled tree `tails` after each stored batch, so a restart or a config
+//! - The position (file identity and offset) is kept per path in the
+//!   node-local sled tree `tails` after each stored batch, so a restart or a config
 //!   reload neither repeats nor skips lines. Drivers of one path share one
 //!   state behind a lock, so an old driver still running during a reload
 //!   cannot deliver a line the new one delivers too.
@@ -14,8 +14,7 @@
 //! notify wakes the driver on changes in the file's directory; a 500 ms
 //! poll backs it up (network filesystems, missed events).
 
-use super::{ingest, SourceRoute};
-use crate::app::App;
+use super::{ingest, SourceRoute, Sources};
 use notify::{RecursiveMode, Watcher};
 use std::collections::HashMap;
 use std::fs::File;
@@ -59,14 +58,14 @@ fn states() -> &'static States {
 
 /// Starts following `path` on a thread of its own until `stop`.
 pub fn spawn(
-    app: Arc<App>,
+    sources: Sources,
     src: SourceRoute,
     path: PathBuf,
     from_start: bool,
     stop: CancellationToken,
 ) {
     let rt = tokio::runtime::Handle::current();
-    let key = (app.config.log.path.clone(), path.clone());
+    let key = (sources.data_dir.clone(), path.clone());
     let state = states()
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -77,7 +76,7 @@ pub fn spawn(
         .name("spout-tail".into())
         .spawn(move || {
             let tailer = Tailer {
-                app,
+                sources,
                 src,
                 path,
                 from_start,
@@ -97,7 +96,7 @@ pub fn spawn(
 }
 
 struct Tailer {
-    app: Arc<App>,
+    sources: Sources,
     src: SourceRoute,
     path: PathBuf,
     from_start: bool,
@@ -239,17 +238,20 @@ impl Tailer {
             Err(_) => Vec::new(),
         };
         if !returned.is_empty() {
-            if let Err(error) = self.rt.block_on(ingest(&self.app, &self.src, returned)) {
-                if error.status.is_server_error() {
+            if let Err(error) = self
+                .rt
+                .block_on(ingest(&self.sources.ingest, &self.src, returned))
+            {
+                if error.is_retryable() {
                     // Not stored (log unavailable): keep the position and try
                     // these lines again on the next step.
                     if let Some(f) = st.file.as_mut() {
                         f.seek(SeekFrom::Start(st.pos))?;
                     }
                     st.partial.clear();
-                    return Err(std::io::Error::other(error.detail));
+                    return Err(std::io::Error::other(error.to_string()));
                 }
-                tracing::warn!(plugin = self.src.plugin.name(), error = %error.detail, "source events refused");
+                tracing::warn!(plugin = self.src.plugin.name(), %error, "source events refused");
             }
         }
         st.pos += len;
@@ -258,7 +260,7 @@ impl Tailer {
     }
 
     fn tree(&self) -> Option<sled::Tree> {
-        self.app.log.local_tree("tails").ok()
+        self.sources.positions.clone()
     }
 
     /// The saved offset for this path, if it belongs to the same file.
