@@ -6,31 +6,44 @@
 //! with every configured hash in constant time. Publishing requests (any
 //! method but GET/HEAD/OPTIONS, i.e. POST) need a key with `publish = true`.
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use spout_sdk::{Auth, Denial, Plugin, Principal, Request};
 use subtle::ConstantTimeEq;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Config {
+    /// The accepted keys (at least one).
+    #[schemars(length(min = 1))]
     keys: Vec<KeyConfig>,
+    /// Header carrying the key (`""` disables it).
     #[serde(default = "d_header")]
     header: String,
+    /// Query parameter carrying the key (`""` disables it).
     #[serde(default = "d_query_param")]
     query_param: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct KeyConfig {
+    /// Hex SHA-256 of the key (preferred).
     #[serde(default)]
+    #[schemars(pattern(r"^[0-9a-fA-F]{64}$"))]
     sha256: Option<String>,
+    /// The key in plain text (instead of `sha256`).
     #[serde(default)]
+    #[schemars(length(min = 1))]
     key: Option<String>,
+    /// User id of the principal.
+    #[schemars(length(min = 1))]
     user: String,
+    /// Topic selectors the key may reach.
     #[serde(default)]
     topics: Vec<String>,
+    /// Whether the key may publish.
     #[serde(default)]
     publish: bool,
 }
@@ -82,14 +95,9 @@ fn deny(status: u16, reason: &str) -> Denial {
 
 impl Plugin for ApiKeyAuth {
     const NAME: &'static str = "auth-apikey";
-    const CONFIG_SCHEMA: &'static str = r#"{"type":"object","additionalProperties":false,"required":["keys"],"properties":{"keys":{"type":"array","items":{"type":"object","additionalProperties":false,"required":["user"],"properties":{"sha256":{"type":"string","pattern":"^[0-9a-fA-F]{64}$"},"key":{"type":"string"},"user":{"type":"string"},"topics":{"type":"array","items":{"type":"string"},"default":[]},"publish":{"type":"boolean","default":false}}}},"header":{"type":"string","default":"x-api-key"},"query_param":{"type":"string","default":"apikey"}}}"#;
+    type Config = Config;
 
-    fn new(config: &str) -> Result<Self, String> {
-        if matches!(config.trim(), "" | "null" | "{}") {
-            return Err("auth-apikey needs a config with `keys`".into());
-        }
-        let c: Config =
-            serde_json::from_str(config).map_err(|e| format!("auth-apikey config: {e}"))?;
+    fn new(c: Config) -> Result<Self, String> {
         if c.keys.is_empty() {
             return Err("`keys` must list at least one key".into());
         }
@@ -218,3 +226,44 @@ impl Auth for ApiKeyAuth {
 }
 
 spout_sdk::export_auth!(ApiKeyAuth);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new(config: &str) -> Result<ApiKeyAuth, String> {
+        spout_sdk::init(config)
+    }
+
+    #[test]
+    fn config() {
+        let a = new(r#"{"keys":[{"key":"k1","user":"alice","topics":["a/*"]},{"sha256":"2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b","user":"bob","publish":true}]}"#).unwrap();
+        assert_eq!(a.keys.len(), 2);
+        assert_eq!(
+            (a.header.as_str(), a.query_param.as_str()),
+            ("x-api-key", "apikey")
+        );
+        assert_eq!(a.lookup("k1").map(|k| k.user.as_str()), Some("alice"));
+        let err = |c: &str| new(c).err().unwrap();
+        for empty in ["", "null", "{}"] {
+            assert_eq!(err(empty), "config: missing field `keys`");
+        }
+        assert_eq!(
+            err(r#"{"keys":[{"key":"k"}]}"#),
+            "config key `keys[0].user`: missing field `user`"
+        );
+        assert!(err(r#"{"keys":[{"key":"k","user":"a","admin":true}]}"#)
+            .starts_with("config key `keys[0].admin`: unknown field `admin`"));
+        assert!(err(r#"{"keys":[]}"#).contains("at least one key"));
+        assert!(err(r#"{"keys":[{"user":"a"}]}"#).contains("needs `sha256`"));
+        assert!(err(r#"{"keys":[{"sha256":"ab","user":"a"}]}"#).contains("64 hex digits"));
+        assert!(
+            err(r#"{"keys":[{"key":"k","user":"a"},{"key":"k","user":"b"}]}"#)
+                .contains("same key as user `a`")
+        );
+        assert!(
+            err(r#"{"keys":[{"key":"k","user":"a"}],"header":"","query_param":""}"#)
+                .contains("both empty")
+        );
+    }
+}

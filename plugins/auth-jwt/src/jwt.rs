@@ -12,6 +12,7 @@ use rsa::pkcs1::DecodeRsaPublicKey;
 use rsa::pkcs8::DecodePublicKey;
 use rsa::traits::PublicKeyParts;
 use rsa::{Pkcs1v15Sign, RsaPublicKey};
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -28,38 +29,66 @@ const B64URL: GeneralPurpose = GeneralPurpose::new(
 const MAX_TOKEN_LEN: usize = 16 * 1024;
 
 /// The plugin config (the TOML table, as JSON).
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
-struct Config {
+pub struct Config {
+    /// `HS256` or `RS256`.
     #[serde(default = "d_algorithm")]
+    #[schemars(extend("enum" = ["HS256", "RS256"]))]
     algorithm: String,
+    /// HS256 key, as text (use at least 32 bytes).
     #[serde(default)]
     secret: Option<String>,
+    /// HS256 key, base64 (standard or URL-safe); instead of `secret`.
     #[serde(default)]
     secret_base64: Option<String>,
+    /// RS256 public key, PEM text.
     #[serde(default)]
     public_key: Option<String>,
+    /// The token's `aud` must contain one of them.
     #[serde(default)]
+    #[schemars(with = "Option<OneOrMany>")]
     audience: Option<Value>,
+    /// The token's `iss` must equal it.
     #[serde(default)]
     issuer: Option<String>,
+    /// Seconds of clock skew allowed for `exp` and `nbf`.
     #[serde(default)]
     leeway: u64,
-    /// `None` (not set): the default of the mode, see `d_sources`.
+    /// Where to look for the token, in order (default: header, cookie, query;
+    /// Mercure mode: header, query, cookie).
+    // `None` (not set): the default of the mode, see `d_sources`.
     #[serde(default)]
+    #[schemars(extend("items" = { "enum": ["header", "cookie", "query"] }))]
     sources: Option<Vec<String>>,
+    /// Cookie name (default `spout_token`; Mercure mode: `mercureAuthorization`).
     #[serde(default)]
     cookie: Option<String>,
+    /// Query parameter name (default `token`; Mercure mode: `authorization`).
     #[serde(default)]
     query_param: Option<String>,
+    /// Claim holding the user id.
     #[serde(default = "d_user_claim")]
     user_claim: String,
+    /// Claim holding the allowed topic selectors.
     #[serde(default = "d_topics_claim")]
     topics_claim: String,
+    /// Topics for tokens without the topics claim.
     #[serde(default)]
     default_topics: Vec<String>,
+    /// Read tokens the way the Mercure hub does.
     #[serde(default)]
     mercure: bool,
+}
+
+// `audience` as the schema shows it (parsed as a JSON value and checked
+// in `Verifier::new`).
+#[allow(dead_code)]
+#[derive(JsonSchema)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
 }
 
 fn d_algorithm() -> String {
@@ -155,13 +184,12 @@ fn parse_public_key(pem: &str) -> Result<RsaPublicKey, String> {
 }
 
 impl Verifier {
-    /// Build a verifier from the config JSON.
-    pub fn new(config: &str) -> Result<Self, String> {
-        if matches!(config.trim(), "" | "null" | "{}") {
+    /// Build a verifier from the parsed config.
+    pub fn new(c: Config) -> Result<Self, String> {
+        // Nothing set at all (`{}`): say what is needed.
+        if serde_json::from_str::<Config>("{}").is_ok_and(|empty| c == empty) {
             return Err("auth-jwt needs a config: `secret` (HS256) or `public_key` (RS256)".into());
         }
-        let c: Config =
-            serde_json::from_str(config).map_err(|e| format!("auth-jwt config: {e}"))?;
         let mut warnings = Vec::new();
 
         let key = if c.algorithm.eq_ignore_ascii_case("HS256") {
@@ -533,7 +561,25 @@ mod tests {
             .as_object_mut()
             .unwrap()
             .extend(extra.as_object().unwrap().clone());
-        Verifier::new(&config.to_string()).unwrap()
+        new(&config.to_string()).unwrap()
+    }
+
+    /// A verifier from config JSON, parsed as `init` parses it.
+    fn new(config: &str) -> Result<Verifier, String> {
+        Verifier::new(serde_json::from_str(config).map_err(|e| e.to_string())?)
+    }
+
+    #[test]
+    fn config_errors() {
+        let err = |c: &str| new(c).err().unwrap();
+        assert!(err("{}").contains("needs a config"));
+        assert!(err(r#"{"algorithm":"RS256"}"#).contains("RS256 needs `public_key`"));
+        assert!(err(r#"{"algorithm":"ES256","secret":"s"}"#).contains("unsupported `algorithm`"));
+        assert!(err(r#"{"secret":"s","audience":5}"#).contains("`audience` must be"));
+        assert!(err(r#"{"secret":"s","sources":["body"]}"#).contains("unknown token source"));
+        assert!(err(r#"{"secret":"s","leeway":-1}"#).contains("invalid value"));
+        assert!(err(r#"{"secret":"s","secrets":"t"}"#).contains("unknown field `secrets`"));
+        assert!(new(r#"{"algorithm":"hs256","secret":"s","audience":["a","b"]}"#).is_ok());
     }
 
     fn mercure() -> Verifier {
@@ -557,7 +603,7 @@ mod tests {
         let id = verify(&v, serde_json::json!({ "sub": "alice", "topics": ["a/*"] })).unwrap();
         assert_eq!(id.user, "alice");
         assert_eq!(id.topics, ["a/*"]);
-        let other = Verifier::new(r#"{"secret":"another-secret-of-32-or-more-bytes!"}"#).unwrap();
+        let other = new(r#"{"secret":"another-secret-of-32-or-more-bytes!"}"#).unwrap();
         assert_eq!(
             other
                 .verify(&token(&serde_json::json!({ "sub": "a" })), NOW_MS)
@@ -786,7 +832,7 @@ mod tests {
         ] {
             let mut config = bad.clone();
             config["secret"] = SECRET.into();
-            assert!(Verifier::new(&config.to_string()).is_err(), "{bad}");
+            assert!(new(&config.to_string()).is_err(), "{bad}");
         }
     }
 

@@ -23,9 +23,9 @@ fn deny(reason: impl Into<String>) -> Denial {
 
 impl Plugin for JwtAuth {
     const NAME: &'static str = "auth-jwt";
-    const CONFIG_SCHEMA: &'static str = r#"{"type":"object","additionalProperties":false,"properties":{"algorithm":{"enum":["HS256","RS256"],"default":"HS256"},"secret":{"type":"string"},"secret_base64":{"type":"string"},"public_key":{"type":"string"},"audience":{"type":["string","array"],"items":{"type":"string"}},"issuer":{"type":"string"},"leeway":{"type":"integer","minimum":0,"default":0},"sources":{"type":"array","items":{"enum":["header","cookie","query"]},"default":["header","cookie","query"]},"cookie":{"type":"string","default":"spout_token"},"query_param":{"type":"string","default":"token"},"user_claim":{"type":"string","default":"sub"},"topics_claim":{"type":"string","default":"topics"},"default_topics":{"type":"array","items":{"type":"string"},"default":[]},"mercure":{"type":"boolean","default":false}}}"#;
+    type Config = jwt::Config;
 
-    fn new(config: &str) -> Result<Self, String> {
+    fn new(config: jwt::Config) -> Result<Self, String> {
         let v = jwt::Verifier::new(config)?;
         for w in &v.warnings {
             spout_sdk::log::warn(w);

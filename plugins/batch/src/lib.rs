@@ -9,20 +9,24 @@
 //! that target. With `debounce_by`, only the latest event per (topic, value
 //! of that top-level data field) is kept.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use spout_sdk::{events, BatchBuilder, Batcher, Event, Plugin, RawBatch};
 use std::borrow::Cow;
 use std::collections::BTreeSet;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Config {
-    /// Top-level data field to debounce by.
+    /// Top-level data field to debounce by: only the latest event per
+    /// (topic, value of that field) is kept.
     #[serde(default)]
+    #[schemars(length(min = 1))]
     debounce_by: Option<String>,
-    /// Event type of the merged event.
+    /// Event type of the merged event (1-256 bytes, no control characters).
     #[serde(default = "default_kind")]
+    #[schemars(length(min = 1, max = 256))]
     kind: String,
 }
 
@@ -142,14 +146,9 @@ struct Batch {
 
 impl Plugin for Batch {
     const NAME: &'static str = "batch";
-    const CONFIG_SCHEMA: &'static str = r#"{"type":"object","additionalProperties":false,"properties":{"debounce_by":{"type":"string","minLength":1},"kind":{"type":"string","minLength":1,"default":"batch"}}}"#;
+    type Config = Config;
 
-    fn new(config: &str) -> Result<Self, String> {
-        let text = match config.trim() {
-            "" | "null" => "{}",
-            t => t,
-        };
-        let c: Config = serde_json::from_str(text).map_err(|e| format!("batch config: {e}"))?;
+    fn new(c: Config) -> Result<Self, String> {
         if c.debounce_by.as_deref() == Some("") {
             return Err(
                 "`debounce_by` must not be empty (leave it out to keep every event)".into(),
@@ -248,14 +247,14 @@ mod tests {
 
     #[test]
     fn config() {
-        assert_eq!(Batch::new("").unwrap().kind, "batch");
-        let b = Batch::new(r#"{"debounce_by":"sku","kind":"prices"}"#).unwrap();
+        assert_eq!(spout_sdk::init::<Batch>("").unwrap().kind, "batch");
+        let b = spout_sdk::init::<Batch>(r#"{"debounce_by":"sku","kind":"prices"}"#).unwrap();
         assert_eq!(
             (b.debounce_by.as_deref(), b.kind.as_str()),
             (Some("sku"), "prices")
         );
-        assert!(Batch::new(r#"{"debounce":"sku"}"#).is_err());
-        assert!(Batch::new(r#"{"debounce_by":""}"#).is_err());
-        assert!(Batch::new(r#"{"kind":"a\nb"}"#).is_err());
+        assert!(spout_sdk::init::<Batch>(r#"{"debounce":"sku"}"#).is_err());
+        assert!(spout_sdk::init::<Batch>(r#"{"debounce_by":""}"#).is_err());
+        assert!(spout_sdk::init::<Batch>(r#"{"kind":"a\nb"}"#).is_err());
     }
 }

@@ -7,18 +7,20 @@
 //! (`?where=severity:in:warn,error`, repeatable). Events whose data is not
 //! JSON pass only when there are no conditions.
 
+use schemars::JsonSchema;
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use spout_sdk::{events, Event, Filter, Plugin, RawBatch, Subscription};
 use std::borrow::Cow;
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Config {
+    /// Conditions applied to every subscriber (`FIELD:OP[:VALUE]`).
     #[serde(default, rename = "where")]
     conditions: Vec<String>,
-    /// Query parameter subscribers use (default `where`).
+    /// Query parameter subscribers use for their conditions (empty: `where`).
     #[serde(default = "default_param")]
     param: String,
 }
@@ -183,14 +185,9 @@ struct Match {
 
 impl Plugin for Match {
     const NAME: &'static str = "filter-match";
-    const CONFIG_SCHEMA: &'static str = r#"{"type":"object","properties":{"where":{"type":"array","items":{"type":"string"}},"param":{"type":"string"}},"additionalProperties":false}"#;
+    type Config = Config;
 
-    fn new(config: &str) -> Result<Self, String> {
-        let c: Config = if config.trim().is_empty() {
-            Config::default()
-        } else {
-            serde_json::from_str(config).map_err(|e| e.to_string())?
-        };
+    fn new(c: Config) -> Result<Self, String> {
         let fixed = c
             .conditions
             .iter()
@@ -247,3 +244,31 @@ impl Filter for Match {
 }
 
 spout_sdk::export_filter!(Match);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new(config: &str) -> Result<Match, String> {
+        spout_sdk::init(config)
+    }
+
+    #[test]
+    fn config() {
+        for empty in ["", "null", "{}", r#"{"param":""}"#] {
+            let m = new(empty).unwrap();
+            assert_eq!((m.fixed.len(), m.param.as_str()), (0, "where"));
+        }
+        let m = new(r#"{"where":["level:in:warn,error","user.id:exists"],"param":"q"}"#).unwrap();
+        assert_eq!((m.fixed.len(), m.param.as_str()), (2, "q"));
+        assert!(m.fixed[0].matches(r#"{"level":"warn"}"#));
+        assert!(!m.fixed[1].matches(r#"{"user":{}}"#));
+        let err = |c: &str| new(c).err().unwrap();
+        assert!(err(r#"{"where":["level:bogus:1"]}"#).contains("unknown op `bogus`"));
+        assert_eq!(
+            err(r#"{"where":"level:eq:x"}"#),
+            "config key `where`: invalid type: string \"level:eq:x\", expected a sequence"
+        );
+        assert!(err(r#"{"params":"q"}"#).starts_with("config key `params`: unknown field"));
+    }
+}

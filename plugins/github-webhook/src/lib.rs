@@ -9,23 +9,24 @@
 //! deliveries without a repository); the data is the JSON body.
 
 use hmac::{Hmac, Mac};
+use schemars::JsonSchema;
 use serde::Deserialize;
 use sha2::Sha256;
 use spout_sdk::{BatchBuilder, Denial, Plugin, Source};
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// Longest topic the host accepts, in bytes.
-const MAX_TOPIC_LEN: usize = 256;
-
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Config {
-    /// The webhook's secret (required).
-    #[serde(default)]
+    /// The webhook's secret, as set on GitHub; must not be empty.
+    // No `default`: a missing key is `None`, refused in `new` with a hint.
+    #[schemars(required, length(min = 1))]
     secret: Option<String>,
-    /// First segment(s) of every topic.
+    /// First segment(s) of every topic: 1-256 bytes of printable ASCII, no
+    /// spaces or `*`.
     #[serde(default = "default_prefix")]
+    #[schemars(length(min = 1, max = 256), pattern(r"^[\x21-\x29\x2B-\x7E]+$"))]
     topic_prefix: String,
 }
 
@@ -91,9 +92,7 @@ fn valid_event_name(event: &str) -> bool {
 /// Whether `topic` is a concrete topic the host accepts: 1-256 bytes of
 /// printable ASCII without spaces or `*`.
 fn valid_topic(topic: &str) -> bool {
-    !topic.is_empty()
-        && topic.len() <= MAX_TOPIC_LEN
-        && topic.bytes().all(|b| b.is_ascii_graphic() && b != b'*')
+    spout_sdk::topic::validate_topic(topic).is_ok()
 }
 
 /// The topic for a delivery: `<prefix>/<repository.full_name>`, or the
@@ -146,15 +145,9 @@ struct GithubWebhook {
 
 impl Plugin for GithubWebhook {
     const NAME: &'static str = "github-webhook";
-    const CONFIG_SCHEMA: &'static str = r#"{"type":"object","additionalProperties":false,"required":["secret"],"properties":{"secret":{"type":"string","minLength":1},"topic_prefix":{"type":"string","default":"github"}}}"#;
+    type Config = Config;
 
-    fn new(config: &str) -> Result<Self, String> {
-        let text = match config.trim() {
-            "" | "null" => "{}",
-            t => t,
-        };
-        let c: Config =
-            serde_json::from_str(text).map_err(|e| format!("github-webhook config: {e}"))?;
+    fn new(c: Config) -> Result<Self, String> {
         let secret = c.secret.ok_or(
             "github-webhook config: `secret` is required (the webhook's secret, as set on GitHub)",
         )?;
@@ -223,7 +216,8 @@ mod tests {
     const DOC_SIG: &str = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
 
     fn hook() -> GithubWebhook {
-        GithubWebhook::new(&serde_json::json!({ "secret": DOC_SECRET }).to_string()).unwrap()
+        spout_sdk::init::<GithubWebhook>(&serde_json::json!({ "secret": DOC_SECRET }).to_string())
+            .unwrap()
     }
 
     fn sign(body: &[u8]) -> String {
@@ -323,13 +317,18 @@ mod tests {
 
     #[test]
     fn config() {
-        assert!(GithubWebhook::new("")
+        assert!(spout_sdk::init::<GithubWebhook>("")
             .err()
             .unwrap()
             .contains("`secret` is required"));
-        assert!(GithubWebhook::new(r#"{"secret":""}"#).is_err());
-        assert!(GithubWebhook::new(r#"{"secret":"s","prefix":"x"}"#).is_err());
-        assert!(GithubWebhook::new(r#"{"secret":"s","topic_prefix":"a b"}"#).is_err());
-        assert!(GithubWebhook::new(r#"{"secret":"s","topic_prefix":"gh/events"}"#).is_ok());
+        assert!(spout_sdk::init::<GithubWebhook>(r#"{"secret":""}"#).is_err());
+        assert!(spout_sdk::init::<GithubWebhook>(r#"{"secret":"s","prefix":"x"}"#).is_err());
+        assert!(
+            spout_sdk::init::<GithubWebhook>(r#"{"secret":"s","topic_prefix":"a b"}"#).is_err()
+        );
+        assert!(
+            spout_sdk::init::<GithubWebhook>(r#"{"secret":"s","topic_prefix":"gh/events"}"#)
+                .is_ok()
+        );
     }
 }

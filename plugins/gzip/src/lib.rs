@@ -7,18 +7,20 @@
 
 use flate2::write::GzEncoder;
 use flate2::Compression;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use spout_sdk::{Compress, Encoded, Plugin};
 use std::io::Write;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Config {
-    /// Smallest data length worth compressing.
+    /// Smallest data length worth compressing, in bytes.
     #[serde(default = "default_min_bytes")]
     min_bytes: u64,
     /// Compression level, 0 (store) to 9 (smallest).
     #[serde(default = "default_level")]
+    #[schemars(range(max = 9))]
     level: u32,
 }
 
@@ -45,14 +47,9 @@ struct Gzip {
 
 impl Plugin for Gzip {
     const NAME: &'static str = "gzip";
-    const CONFIG_SCHEMA: &'static str = r#"{"type":"object","additionalProperties":false,"properties":{"min_bytes":{"type":"integer","minimum":0,"default":1024},"level":{"type":"integer","minimum":0,"maximum":9,"default":6}}}"#;
+    type Config = Config;
 
-    fn new(config: &str) -> Result<Self, String> {
-        let text = match config.trim() {
-            "" | "null" => "{}",
-            t => t,
-        };
-        let c: Config = serde_json::from_str(text).map_err(|e| format!("gzip config: {e}"))?;
+    fn new(c: Config) -> Result<Self, String> {
         if c.level > 9 {
             return Err(format!("`level` must be 0-9, not {}", c.level));
         }
@@ -98,13 +95,16 @@ mod tests {
 
     #[test]
     fn config() {
-        assert!(Gzip::new("").is_ok());
-        assert_eq!(Gzip::new(r#"{"level":9}"#).unwrap().level, 9);
-        assert!(Gzip::new(r#"{"level":10}"#).is_err());
-        assert!(Gzip::new(r#"{"min_bytes":-1}"#).is_err());
-        assert!(Gzip::new(r#"{"minbytes":1}"#).is_err());
-        let g = Gzip::new(r#"{"min_bytes":0}"#).unwrap();
+        assert!(spout_sdk::init::<Gzip>("").is_ok());
+        assert_eq!(spout_sdk::init::<Gzip>(r#"{"level":9}"#).unwrap().level, 9);
+        assert!(spout_sdk::init::<Gzip>(r#"{"level":10}"#).is_err());
+        assert!(spout_sdk::init::<Gzip>(r#"{"min_bytes":-1}"#).is_err());
+        assert!(spout_sdk::init::<Gzip>(r#"{"minbytes":1}"#).is_err());
+        let g = spout_sdk::init::<Gzip>(r#"{"min_bytes":0}"#).unwrap();
         assert!(g.encode(&[b'a'; 4096]).is_some());
-        assert!(Gzip::new("{}").unwrap().encode(&[b'a'; 1000]).is_none());
+        assert!(spout_sdk::init::<Gzip>("{}")
+            .unwrap()
+            .encode(&[b'a'; 1000])
+            .is_none());
     }
 }

@@ -8,32 +8,40 @@
 //! and any other line as `{"line": "<the line>"}`. Lines that are not valid
 //! UTF-8 are skipped with a warning.
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use spout_sdk::topic::MAX_TOPIC_LEN;
 use spout_sdk::{BatchBuilder, Denial, Plugin, Source};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-/// Longest topic the host accepts, in bytes.
-const MAX_TOPIC_LEN: usize = 256;
-
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Config {
-    /// Topic the lines are published to (required).
-    #[serde(default)]
+    /// Topic the lines are published to (the prefix in JSON mode with
+    /// `route_by`): 1-256 bytes of printable ASCII, no spaces or `*`.
+    // No `default`: a missing key is `None`, refused in `new` with a hint.
+    #[schemars(
+        required,
+        length(min = 1, max = 256),
+        pattern(r"^[\x21-\x29\x2B-\x7E]+$")
+    )]
     topic: Option<String>,
-    /// Event type of the lines.
+    /// Event type of the lines (1-256 bytes, no control characters).
     #[serde(default = "default_type", rename = "type")]
+    #[schemars(length(min = 1, max = 256))]
     kind: String,
     /// Parse lines as JSON objects.
     #[serde(default)]
     json: bool,
-    /// JSON mode: field whose value is appended to the topic.
+    /// JSON mode: top-level field whose value is appended to the topic.
     #[serde(default)]
+    #[schemars(length(min = 1))]
     route_by: Option<String>,
-    /// JSON mode: field whose string value is the event type.
+    /// JSON mode: top-level field whose string value is the event type.
     #[serde(default)]
+    #[schemars(length(min = 1))]
     type_field: Option<String>,
 }
 
@@ -44,9 +52,7 @@ fn default_type() -> String {
 /// Whether `topic` is a concrete topic the host accepts: 1-256 bytes of
 /// printable ASCII without spaces or `*`.
 fn valid_topic(topic: &str) -> bool {
-    !topic.is_empty()
-        && topic.len() <= MAX_TOPIC_LEN
-        && topic.bytes().all(|b| b.is_ascii_graphic() && b != b'*')
+    spout_sdk::topic::validate_topic(topic).is_ok()
 }
 
 /// Whether `kind` may be an event type (the host's rule for `type`).
@@ -143,14 +149,9 @@ impl Lines {
 
 impl Plugin for Lines {
     const NAME: &'static str = "lines";
-    const CONFIG_SCHEMA: &'static str = r#"{"type":"object","additionalProperties":false,"required":["topic"],"properties":{"topic":{"type":"string"},"type":{"type":"string","default":"line"},"json":{"type":"boolean","default":false},"route_by":{"type":"string","minLength":1},"type_field":{"type":"string","minLength":1}}}"#;
+    type Config = Config;
 
-    fn new(config: &str) -> Result<Self, String> {
-        let text = match config.trim() {
-            "" | "null" => "{}",
-            t => t,
-        };
-        let c: Config = serde_json::from_str(text).map_err(|e| format!("lines config: {e}"))?;
+    fn new(c: Config) -> Result<Self, String> {
         let topic = c
             .topic
             .ok_or("lines config: `topic` is required (the topic lines are published to)")?;
@@ -222,7 +223,7 @@ mod tests {
     use super::*;
 
     fn lines(config: &str) -> Lines {
-        Lines::new(config).unwrap()
+        spout_sdk::init::<Lines>(config).unwrap()
     }
 
     fn ev(topic: &str, kind: &str, data: &str) -> LineEvent<'static> {
@@ -279,16 +280,16 @@ mod tests {
 
     #[test]
     fn config() {
-        assert!(Lines::new("")
+        assert!(spout_sdk::init::<Lines>("")
             .err()
             .unwrap()
             .contains("`topic` is required"));
-        assert!(Lines::new(r#"{"topic":"a","route_by":"x"}"#)
+        assert!(spout_sdk::init::<Lines>(r#"{"topic":"a","route_by":"x"}"#)
             .err()
             .unwrap()
             .contains("json = true"));
-        assert!(Lines::new(r#"{"topic":"a","path":"/x"}"#).is_err());
-        assert!(Lines::new(r#"{"topic":"a b"}"#).is_err());
-        assert!(Lines::new(r#"{"topic":"a","json":true,"type_field":""}"#).is_err());
+        assert!(spout_sdk::init::<Lines>(r#"{"topic":"a","path":"/x"}"#).is_err());
+        assert!(spout_sdk::init::<Lines>(r#"{"topic":"a b"}"#).is_err());
+        assert!(spout_sdk::init::<Lines>(r#"{"topic":"a","json":true,"type_field":""}"#).is_err());
     }
 }

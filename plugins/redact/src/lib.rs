@@ -8,26 +8,28 @@
 //! Objects are rewritten member by member: key order, numbers and untouched
 //! values stay exactly as published. Data that is not JSON passes unchanged.
 
+use schemars::JsonSchema;
 use serde::de::{Deserializer, MapAccess, Visitor};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use spout_sdk::{BatchBuilder, Denial, Event, Plugin, Transform};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Config {
-    /// Dotted paths of the fields to redact (required).
-    #[serde(default)]
+    /// Dotted paths of the fields to redact (at least one).
+    // No `default`: a missing key is `None`, refused in `new` with a hint.
+    #[schemars(required, length(min = 1), inner(length(min = 1)))]
     fields: Option<Vec<String>>,
-    /// What to do with them.
+    /// `mask` (replace the value) or `remove` (drop the member).
     #[serde(default)]
     mode: ModeName,
-    /// Replacement value in `mask` mode.
+    /// The replacement string in `mask` mode.
     #[serde(default = "default_mask")]
     mask: String,
 }
 
-#[derive(Deserialize, Default, Clone, Copy)]
+#[derive(Deserialize, Serialize, JsonSchema, Default, Clone, Copy)]
 #[serde(rename_all = "lowercase")]
 enum ModeName {
     Remove,
@@ -158,14 +160,9 @@ impl Redact {
 
 impl Plugin for Redact {
     const NAME: &'static str = "redact";
-    const CONFIG_SCHEMA: &'static str = r#"{"type":"object","additionalProperties":false,"required":["fields"],"properties":{"fields":{"type":"array","minItems":1,"items":{"type":"string","minLength":1}},"mode":{"enum":["remove","mask"],"default":"mask"},"mask":{"type":"string","default":"***"}}}"#;
+    type Config = Config;
 
-    fn new(config: &str) -> Result<Self, String> {
-        let text = match config.trim() {
-            "" | "null" => "{}",
-            t => t,
-        };
-        let c: Config = serde_json::from_str(text).map_err(|e| format!("redact config: {e}"))?;
+    fn new(c: Config) -> Result<Self, String> {
         let fields = c
             .fields
             .ok_or("redact config: `fields` is required (dotted paths such as \"user.email\")")?;
@@ -206,8 +203,12 @@ spout_sdk::export_transform!(Redact);
 mod tests {
     use super::*;
 
+    fn new(config: &str) -> Result<Redact, String> {
+        spout_sdk::init(config)
+    }
+
     fn run(config: &str, data: &str) -> Option<String> {
-        Redact::new(config).unwrap().rewrite(data.as_bytes())
+        new(config).unwrap().rewrite(data.as_bytes())
     }
 
     #[test]
@@ -252,13 +253,10 @@ mod tests {
 
     #[test]
     fn config() {
-        assert!(Redact::new("")
-            .err()
-            .unwrap()
-            .contains("`fields` is required"));
-        assert!(Redact::new(r#"{"fields":[]}"#).is_err());
-        assert!(Redact::new(r#"{"fields":["a..b"]}"#).is_err());
-        assert!(Redact::new(r#"{"fields":["a"],"mode":"hash"}"#).is_err());
-        assert!(Redact::new(r#"{"fields":["a"],"masks":"x"}"#).is_err());
+        assert!(new("").err().unwrap().contains("`fields` is required"));
+        assert!(new(r#"{"fields":[]}"#).is_err());
+        assert!(new(r#"{"fields":["a..b"]}"#).is_err());
+        assert!(new(r#"{"fields":["a"],"mode":"hash"}"#).is_err());
+        assert!(new(r#"{"fields":["a"],"masks":"x"}"#).is_err());
     }
 }

@@ -8,8 +8,10 @@
 //! Schemas are compiled once, at init; a schema that does not compile is a
 //! config error naming its rule.
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
+use spout_sdk::topic::Selector;
 use spout_sdk::{BatchBuilder, Denial, Event, Plugin, Transform};
 use std::fmt::Write;
 
@@ -17,12 +19,11 @@ use std::fmt::Write;
 const MAX_ERRORS: usize = 10;
 /// Each listed error is cut to this many bytes (instance values can be big).
 const MAX_ERROR_LEN: usize = 200;
-/// A topic is quoted in a refusal up to this many bytes.
-const MAX_TOPIC_LEN: usize = 256;
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Config {
+    /// The rules; an event must validate against every rule that matches it.
     #[serde(default)]
     rules: Vec<RuleConfig>,
     /// Refuse events that no rule matches.
@@ -34,78 +35,19 @@ struct Config {
     validate_formats: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RuleConfig {
     /// Topic selector: exact, `*` (one segment) or a final `**`.
+    #[serde(default)]
     topic: Option<String>,
     /// Event type (`message` for events published without one).
-    #[serde(rename = "type")]
+    #[serde(default, rename = "type")]
+    #[schemars(length(min = 1))]
     kind: Option<String>,
+    /// The JSON Schema: an object, a boolean, or a string holding it as JSON.
+    #[schemars(extend("type" = ["object", "boolean", "string"]))]
     schema: Value,
-}
-
-/// One segment of a topic selector.
-enum Segment {
-    Literal(String),
-    /// `*`: exactly one segment.
-    One,
-    /// `**` (last only): one or more segments.
-    Rest,
-}
-
-/// A topic selector, as Spout's subscribers write them.
-struct Selector(Vec<Segment>);
-
-impl Selector {
-    fn parse(text: &str) -> Result<Selector, String> {
-        if text.is_empty() {
-            return Err("is empty".into());
-        }
-        if text.len() > MAX_TOPIC_LEN {
-            return Err(format!("is longer than {MAX_TOPIC_LEN} bytes"));
-        }
-        if let Some(c) = text.chars().find(|c| !c.is_ascii_graphic()) {
-            return Err(format!(
-                "contains {c:?}; topics are printable ASCII without spaces"
-            ));
-        }
-        let parts: Vec<&str> = text.split('/').collect();
-        let last = parts.len() - 1;
-        parts
-            .iter()
-            .enumerate()
-            .map(|(i, part)| match *part {
-                "*" => Ok(Segment::One),
-                "**" if i == last => Ok(Segment::Rest),
-                p if p.contains('*') => Err(format!(
-                    "wildcard in segment {p:?}: use '*' as a whole segment or '**' as the last one"
-                )),
-                p => Ok(Segment::Literal(p.to_owned())),
-            })
-            .collect::<Result<_, _>>()
-            .map(Selector)
-    }
-
-    fn matches(&self, topic: &str) -> bool {
-        let mut parts = topic.split('/');
-        for seg in &self.0 {
-            match seg {
-                Segment::Rest => return parts.next().is_some(),
-                Segment::One => {
-                    if parts.next().is_none() {
-                        return false;
-                    }
-                }
-                Segment::Literal(lit) => {
-                    if parts.next() != Some(lit.as_str()) {
-                        return false;
-                    }
-                }
-            }
-        }
-        parts.next().is_none()
-    }
 }
 
 struct Rule {
@@ -188,14 +130,9 @@ fn refuse(reason: String) -> Denial {
 
 impl Plugin for Schema {
     const NAME: &'static str = "schema";
-    const CONFIG_SCHEMA: &'static str = r#"{"type":"object","properties":{"rules":{"type":"array","items":{"type":"object","properties":{"topic":{"type":"string"},"type":{"type":"string"},"schema":{"type":["object","boolean","string"]}},"required":["schema"],"additionalProperties":false}},"require_match":{"type":"boolean"},"validate_formats":{"type":"boolean"}},"additionalProperties":false}"#;
+    type Config = Config;
 
-    fn new(config: &str) -> Result<Self, String> {
-        let c: Config = if config.trim().is_empty() {
-            Config::default()
-        } else {
-            serde_json::from_str(config).map_err(|e| e.to_string())?
-        };
+    fn new(c: Config) -> Result<Self, String> {
         let rules = c
             .rules
             .into_iter()
@@ -257,3 +194,64 @@ impl Transform for Schema {
 }
 
 spout_sdk::export_transform!(Schema);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new(config: &str) -> Result<Schema, String> {
+        spout_sdk::init(config)
+    }
+
+    fn event<'a>(topic: &'a str, kind: &'a str) -> Event<'a> {
+        Event {
+            id: 1,
+            time_ms: 0,
+            topic,
+            kind,
+            data: b"{}",
+            target: None,
+        }
+    }
+
+    #[test]
+    fn rules_pick_events_by_topic_selector_and_type() {
+        let s = new(
+            r#"{"rules":[{"topic":"orders/*","schema":true},{"topic":"logs/**","type":"error","schema":{}},{"topic":"a/*/c","schema":"true"}]}"#,
+        )
+        .unwrap();
+        let picks = |topic, kind| -> Vec<bool> {
+            s.rules
+                .iter()
+                .map(|r| r.matches(&event(topic, kind)))
+                .collect()
+        };
+        assert_eq!(picks("orders/1", "message"), [true, false, false]);
+        assert_eq!(picks("orders/1/2", "message"), [false, false, false]);
+        assert_eq!(picks("orders", "message"), [false, false, false]);
+        assert_eq!(picks("logs/a/b", "error"), [false, true, false]);
+        assert_eq!(picks("logs", "error"), [false, false, false]);
+        assert_eq!(picks("logs/a", "info"), [false, false, false]);
+        assert_eq!(picks("a/b/c", "message"), [false, false, true]);
+    }
+
+    #[test]
+    fn config_errors() {
+        let err = |c: &str| new(c).err().unwrap();
+        let e = err(r#"{"rules":[{"topic":"orders/**/x","schema":{}}]}"#);
+        assert!(
+            e.starts_with(r#"rule 0: topic "orders/**/x""#) && e.contains("wildcard"),
+            "{e}"
+        );
+        assert!(err(r#"{"rules":[{"topic":"or*ders","schema":{}}]}"#).contains("wildcard"));
+        assert!(err(r#"{"rules":[{"topic":"a b","schema":{}}]}"#).contains("' '"));
+        assert!(err(r#"{"rules":[{"topic":"","schema":{}}]}"#).contains("empty"));
+        assert_eq!(
+            err(r#"{"rules":[{"topic":"a"}]}"#),
+            "config key `rules[0].schema`: missing field `schema`"
+        );
+        assert!(err(r#"{"strict":true}"#).contains("unknown field `strict`"));
+        assert!(err(r#"{"rules":[{"type":"","schema":{}}]}"#).contains("`type` is empty"));
+        assert!(err(r#"{"rules":[{"schema":{"type":5}}]}"#).contains("rule 0: invalid schema"));
+    }
+}

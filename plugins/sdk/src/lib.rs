@@ -9,6 +9,13 @@
 //!
 //! ```ignore
 //! struct OnlyErrors;
+//! impl spout_sdk::Plugin for OnlyErrors {
+//!     const NAME: &'static str = "only-errors";
+//!     type Config = spout_sdk::NoConfig;
+//!     fn new(_: spout_sdk::NoConfig) -> Result<Self, String> {
+//!         Ok(OnlyErrors)
+//!     }
+//! }
 //! impl spout_sdk::Filter for OnlyErrors {
 //!     fn keep(&self, _sub: &spout_sdk::Subscription, e: &spout_sdk::Event) -> bool {
 //!         e.kind == "error"
@@ -16,6 +23,51 @@
 //! }
 //! spout_sdk::export_filter!(OnlyErrors);
 //! ```
+//!
+//! # Config
+//!
+//! A plugin's `config` table from `config.toml` reaches `init` as JSON. The
+//! SDK parses it into [`Plugin::Config`] before calling [`Plugin::new`]
+//! (`""` and `null` count as `{}`), so a bad config is refused with the key
+//! path at fault (``config key `keys[0].user`: missing field `user` ``), and
+//! `describe` reports a JSON Schema generated from the same type, so the
+//! schema cannot drift from what is accepted. Plugins without config use
+//! [`NoConfig`].
+//!
+//! Derive both traits on the config type. The stock plugins depend on
+//! `serde` (with `derive`) and `schemars` 1.x (the versions this SDK uses)
+//! and write `#[derive(serde::Deserialize, schemars::JsonSchema)]`. A crate
+//! that would rather depend on the SDK alone can use its re-exports instead:
+//!
+//! ```ignore
+//! use spout_sdk::{schemars, serde};
+//!
+//! #[derive(serde::Deserialize, schemars::JsonSchema)]
+//! #[serde(crate = "spout_sdk::serde", deny_unknown_fields)]
+//! #[schemars(crate = "spout_sdk::schemars")]
+//! struct Config {
+//!     /// Events of this type pass.
+//!     #[serde(default = "default_kind")]
+//!     kind: String,
+//! }
+//! # fn default_kind() -> String { "error".into() }
+//!
+//! struct OnlyKind(String);
+//! impl spout_sdk::Plugin for OnlyKind {
+//!     const NAME: &'static str = "only-kind";
+//!     type Config = Config;
+//!     fn new(config: Config) -> Result<Self, String> {
+//!         Ok(OnlyKind(config.kind))
+//!     }
+//! }
+//! ```
+//!
+//! `#[serde(deny_unknown_fields)]` refuses unknown keys (and makes the
+//! schema say `"additionalProperties": false`); doc comments become
+//! descriptions; `#[schemars(range(..))]`, `#[schemars(length(..))]`,
+//! `#[schemars(required)]` and `#[schemars(extend(..))]` add what the type
+//! alone cannot say (check such constraints in `new` as well: the host does
+//! not validate against the schema).
 
 #![allow(clippy::too_many_arguments)]
 
@@ -61,6 +113,12 @@ pub mod bindings {
 }
 
 use bindings::base::spout::plugin::types as wit;
+
+pub use schemars;
+pub use serde;
+/// Topic names and selectors (exact, `*`, a final `**`): the host's own
+/// matcher, so a plugin accepts and matches topics exactly as Spout does.
+pub use spout_topic as topic;
 
 pub use wit::{Connection, Denial, Encoded, Principal, Request, Subscription};
 
@@ -244,19 +302,131 @@ pub trait Plugin: Sized + 'static {
     const NAME: &'static str;
     /// Version shown by `describe`.
     const VERSION: &'static str = "0.1.0";
-    /// JSON schema of the config (shown by `describe`).
-    const CONFIG_SCHEMA: &'static str = "{\"type\":\"object\"}";
-    /// Build the plugin from its config (the TOML table, as JSON).
-    fn new(config: &str) -> Result<Self, String>;
+    /// Its `config` table from config.toml, parsed before `new`.
+    ///
+    /// `describe` reports its JSON Schema; [`NoConfig`] when there is none.
+    type Config: serde::de::DeserializeOwned + schemars::JsonSchema;
+    /// Build the plugin from its parsed config; an `Err` fails `init` (a
+    /// config error naming the plugin).
+    fn new(config: Self::Config) -> Result<Self, String>;
 }
 
-/// `describe()` JSON for a plugin type.
+/// The config of a plugin that takes none: accepts and ignores whatever it
+/// is given; its schema is `{"type":"object"}`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NoConfig;
+
+impl<'de> serde::Deserialize<'de> for NoConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(d).map(|_| NoConfig)
+    }
+}
+
+impl schemars::JsonSchema for NoConfig {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "NoConfig".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": "object" })
+    }
+}
+
+/// Parses the config JSON the host passes to `init` (`""` and `null` mean
+/// `{}`). An error names the key path at fault: ``config key `a.b[2]`: ..``,
+/// or ``config: ..`` for the config as a whole.
+pub fn parse_config<C: serde::de::DeserializeOwned>(json: &str) -> Result<C, String> {
+    let json = match json.trim() {
+        "" | "null" => "{}",
+        j => j,
+    };
+    let mut de = serde_json::Deserializer::from_str(json);
+    match serde_path_to_error::deserialize(&mut de) {
+        // Only whitespace may follow the value.
+        Ok(config) => de
+            .end()
+            .map(|()| config)
+            .map_err(|e| format!("config: {e}")),
+        Err(e) => Err(config_error(e)),
+    }
+}
+
+/// A parse error as `init` reports it, naming the key path at fault.
+fn config_error(e: serde_path_to_error::Error<serde_json::Error>) -> String {
+    let mut path = e.path().to_string();
+    let inner = e.into_inner();
+    let mut msg = inner.to_string();
+    if inner.is_data() {
+        // The key path says where; a position in the JSON the host made of
+        // the TOML table would only confuse.
+        let at = format!(" at line {} column {}", inner.line(), inner.column());
+        if let Some(m) = msg.strip_suffix(&at) {
+            msg.truncate(m.len());
+        }
+        // A missing key is reported at its parent: name the key itself.
+        if let Some(key) = msg
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.strip_suffix('`'))
+        {
+            if path != "." {
+                path = format!("{path}.{key}");
+            }
+        }
+    }
+    if path == "." {
+        format!("config: {msg}")
+    } else {
+        format!("config key `{path}`: {msg}")
+    }
+}
+
+/// What `init` does: [`parse_config`], then [`Plugin::new`]. Handy in a
+/// plugin's unit tests.
+pub fn init<T: Plugin>(config: &str) -> Result<T, String> {
+    T::new(parse_config(config)?)
+}
+
+/// The JSON Schema (draft 2020-12) of a config type, as `describe` reports
+/// it: subschemas inlined, no title.
+pub fn config_schema<C: schemars::JsonSchema>() -> schemars::Schema {
+    // Not `into_root_schema_for`: its title handling and transforms cost
+    // tens of KiB in every component for nothing a plugin needs.
+    let mut generator = schemars::generate::SchemaSettings::draft2020_12()
+        .with(|s| s.inline_subschemas = true)
+        .into_generator();
+    let mut schema = generator.subschema_for::<C>();
+    // Only a recursive type leaves definitions behind.
+    let definitions = generator.take_definitions(false);
+    if !definitions.is_empty() {
+        schema.insert("$defs".into(), definitions.into());
+    }
+    schema.insert(
+        "$schema".into(),
+        "https://json-schema.org/draft/2020-12/schema".into(),
+    );
+    schema
+}
+
+/// `config_schema::<NoConfig>()` as JSON text.
+const NO_CONFIG_SCHEMA: &str =
+    "{\"$schema\":\"https://json-schema.org/draft/2020-12/schema\",\"type\":\"object\"}";
+
+/// `describe()` JSON for a plugin type: `{"name","version","config_schema"}`.
 pub fn describe<T: Plugin>() -> String {
+    // Serialising strings and a plain JSON value cannot fail.
+    let text = |s: &str| serde_json::to_string(s).unwrap_or_default();
+    // `NoConfig`'s schema is known: spare such plugins the generator (the
+    // comparison of two constants folds away at compile time).
+    let schema = if std::any::type_name::<T::Config>() == std::any::type_name::<NoConfig>() {
+        NO_CONFIG_SCHEMA.to_owned()
+    } else {
+        serde_json::to_string(config_schema::<T::Config>().as_value())
+            .unwrap_or_else(|_| "{\"type\":\"object\"}".into())
+    };
     format!(
-        "{{\"name\":{:?},\"version\":{:?},\"config_schema\":{}}}",
-        T::NAME,
-        T::VERSION,
-        T::CONFIG_SCHEMA
+        "{{\"name\":{},\"version\":{},\"config_schema\":{}}}",
+        text(T::NAME),
+        text(T::VERSION),
+        schema
     )
 }
 
@@ -369,7 +539,7 @@ macro_rules! __lifecycle {
                 $crate::describe::<$ty>()
             }
             fn init(config: String) -> Result<(), String> {
-                let v = <$ty as $crate::Plugin>::new(&config)?;
+                let v = $crate::init::<$ty>(&config)?;
                 __SPOUT_SLOT.set(v);
                 Ok(())
             }
@@ -401,14 +571,15 @@ macro_rules! export_filter {
 }
 
 /// Export a stateless filter function `fn(&Subscription, &Event) -> bool`
-/// (config is ignored): the shortest way to write a filter.
+/// (config is ignored: [`NoConfig`]): the shortest way to write a filter.
 #[macro_export]
 macro_rules! filter_fn {
     ($name:literal, $f:path) => {
         struct __SpoutFnFilter;
         impl $crate::Plugin for __SpoutFnFilter {
             const NAME: &'static str = $name;
-            fn new(_config: &str) -> Result<Self, String> {
+            type Config = $crate::NoConfig;
+            fn new(_config: $crate::NoConfig) -> Result<Self, String> {
                 Ok(__SpoutFnFilter)
             }
         }
@@ -532,4 +703,186 @@ macro_rules! export_source {
     $crate::bindings::source::export!(__SpoutExport with_types_in $crate::bindings::source);
         };
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Deserialize, schemars::JsonSchema, Debug, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct Config {
+        /// The keys.
+        #[serde(default)]
+        keys: Vec<Key>,
+        #[serde(default = "default_mode")]
+        mode: String,
+    }
+
+    fn default_mode() -> String {
+        "mask".into()
+    }
+
+    #[derive(Deserialize, schemars::JsonSchema, Debug, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct Key {
+        user: String,
+        #[serde(default)]
+        topics: Vec<String>,
+    }
+
+    #[derive(Deserialize, schemars::JsonSchema, Debug)]
+    struct Required {
+        #[allow(dead_code)]
+        secret: String,
+    }
+
+    fn err<C: serde::de::DeserializeOwned + std::fmt::Debug>(json: &str) -> String {
+        parse_config::<C>(json).unwrap_err()
+    }
+
+    #[test]
+    fn empty_and_null_are_an_empty_object() {
+        for json in ["", "  ", "null", " null\n", "{}"] {
+            assert_eq!(
+                parse_config::<Config>(json).unwrap(),
+                Config {
+                    keys: vec![],
+                    mode: "mask".into()
+                },
+                "{json:?}"
+            );
+        }
+        assert_eq!(err::<Required>(""), "config: missing field `secret`");
+        assert_eq!(err::<Required>("null"), "config: missing field `secret`");
+    }
+
+    #[test]
+    fn errors_name_the_key_path() {
+        assert_eq!(
+            err::<Config>(r#"{"keys":[{"user":"a"},{"topics":[]}]}"#),
+            "config key `keys[1].user`: missing field `user`"
+        );
+        assert_eq!(
+            err::<Config>(r#"{"keys":[{"user":"a","topics":["x",7]}]}"#),
+            "config key `keys[0].topics[1]`: invalid type: integer `7`, expected a string"
+        );
+        let unknown = err::<Config>(r#"{"keys":[{"user":"a","usr":"b"}]}"#);
+        assert!(
+            unknown.starts_with("config key `keys[0].usr`: unknown field `usr`"),
+            "{unknown}"
+        );
+        let unknown = err::<Config>(r#"{"mod":"x"}"#);
+        assert!(
+            unknown.starts_with("config key `mod`: unknown field `mod`"),
+            "{unknown}"
+        );
+        assert_eq!(
+            err::<Config>(r#"{"mode":1}"#),
+            "config key `mode`: invalid type: integer `1`, expected a string"
+        );
+        assert_eq!(
+            err::<Config>("5"),
+            "config: invalid type: integer `5`, expected struct Config"
+        );
+        // Syntax errors keep their position.
+        assert_eq!(
+            err::<Config>(r#"{"mode":"#),
+            "config key `mode`: EOF while parsing a value at line 1 column 8"
+        );
+        assert_eq!(
+            err::<Config>("{} x"),
+            "config: trailing characters at line 1 column 4"
+        );
+    }
+
+    #[test]
+    fn no_config_takes_anything() {
+        for json in ["", "null", "{}", r#"{"a":[1,{"b":null}]}"#, "5"] {
+            assert_eq!(parse_config::<NoConfig>(json), Ok(NoConfig), "{json:?}");
+        }
+        assert_eq!(
+            serde_json::to_value(config_schema::<NoConfig>()).unwrap(),
+            serde_json::json!({
+                "$schema": "https://json-schema.org/draft/2020-12/schema",
+                "type": "object"
+            })
+        );
+    }
+
+    struct Nothing;
+
+    impl Plugin for Nothing {
+        const NAME: &'static str = "nothing";
+        const VERSION: &'static str = "2.0.0";
+        type Config = NoConfig;
+        fn new(_: NoConfig) -> Result<Self, String> {
+            Ok(Nothing)
+        }
+    }
+
+    #[test]
+    fn no_config_describe_is_the_generated_schema() {
+        assert_eq!(
+            NO_CONFIG_SCHEMA,
+            serde_json::to_string(config_schema::<NoConfig>().as_value()).unwrap()
+        );
+        assert_eq!(
+            describe::<Nothing>(),
+            format!(r#"{{"name":"nothing","version":"2.0.0","config_schema":{NO_CONFIG_SCHEMA}}}"#)
+        );
+        assert!(init::<Nothing>(r#"{"any":"thing"}"#).is_ok());
+    }
+
+    struct Dummy(Config);
+
+    impl Plugin for Dummy {
+        const NAME: &'static str = "dum\"my";
+        type Config = Config;
+        fn new(config: Config) -> Result<Self, String> {
+            if config.mode == "bad" {
+                return Err("`mode` may not be bad".into());
+            }
+            Ok(Dummy(config))
+        }
+    }
+
+    #[test]
+    fn init_parses_then_builds() {
+        assert_eq!(init::<Dummy>("").unwrap().0.mode, "mask");
+        assert_eq!(
+            init::<Dummy>(r#"{"mode":"bad"}"#).err().unwrap(),
+            "`mode` may not be bad"
+        );
+        assert!(init::<Dummy>(r#"{"mood":"x"}"#)
+            .err()
+            .unwrap()
+            .starts_with("config key `mood`"));
+    }
+
+    #[test]
+    fn describe_reports_the_schema_of_the_config_type() {
+        let d: serde_json::Value = serde_json::from_str(&describe::<Dummy>()).unwrap();
+        assert_eq!(d["name"], "dum\"my");
+        assert_eq!(d["version"], "0.1.0");
+        let s = &d["config_schema"];
+        assert_eq!(s["type"], "object");
+        assert_eq!(s["additionalProperties"], false);
+        assert!(s.get("title").is_none());
+        assert!(s.get("$defs").is_none(), "{s}");
+        assert_eq!(s["properties"]["mode"]["default"], "mask");
+        assert_eq!(s["properties"]["keys"]["description"], "The keys.");
+        let key = &s["properties"]["keys"]["items"];
+        assert_eq!(key["required"], serde_json::json!(["user"]));
+        assert_eq!(key["additionalProperties"], false);
+    }
+
+    #[test]
+    fn topic_is_the_hosts_matcher() {
+        let s = topic::Selector::parse("orders/*").unwrap();
+        assert!(s.matches("orders/1"));
+        assert!(!s.matches("orders/1/2"));
+        assert!(topic::Selector::parse("a/**/b").is_err());
+    }
 }

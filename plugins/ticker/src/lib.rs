@@ -5,17 +5,21 @@
 //! "events_total", "uptime_ms"}`: the host's `poll` time (ms since the
 //! epoch) and the `stats` import's snapshot.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use spout_sdk::{BatchBuilder, Plugin, Source, Stats};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Config {
-    /// Topic the ticks are published to.
+    /// Topic the ticks are published to (1-256 bytes of printable ASCII,
+    /// no spaces or `*`).
     #[serde(default = "default_topic")]
+    #[schemars(length(min = 1, max = 256), pattern(r"^[\x21-\x29\x2B-\x7E]+$"))]
     topic: String,
-    /// Event type of the ticks.
+    /// Event type of the ticks (1-256 bytes, no control characters).
     #[serde(default = "default_type", rename = "type")]
+    #[schemars(length(min = 1, max = 256))]
     kind: String,
 }
 
@@ -54,9 +58,7 @@ fn tick_json(now_ms: u64, s: &Stats) -> String {
 /// Whether `topic` is a concrete topic the host accepts: 1-256 bytes of
 /// printable ASCII without spaces or `*`.
 fn valid_topic(topic: &str) -> bool {
-    !topic.is_empty()
-        && topic.len() <= 256
-        && topic.bytes().all(|b| b.is_ascii_graphic() && b != b'*')
+    spout_sdk::topic::validate_topic(topic).is_ok()
 }
 
 /// Whether `kind` may be an event type (the host's rule for `type`).
@@ -71,14 +73,9 @@ struct Ticker {
 
 impl Plugin for Ticker {
     const NAME: &'static str = "ticker";
-    const CONFIG_SCHEMA: &'static str = r#"{"type":"object","additionalProperties":false,"properties":{"topic":{"type":"string","default":"spout/ticker"},"type":{"type":"string","default":"tick"}}}"#;
+    type Config = Config;
 
-    fn new(config: &str) -> Result<Self, String> {
-        let text = match config.trim() {
-            "" | "null" => "{}",
-            t => t,
-        };
-        let c: Config = serde_json::from_str(text).map_err(|e| format!("ticker config: {e}"))?;
+    fn new(c: Config) -> Result<Self, String> {
         if !valid_topic(&c.topic) {
             return Err(format!(
                 "`topic` {:?} is not a valid topic (1-256 bytes of printable ASCII, no spaces or '*')",
@@ -132,16 +129,16 @@ mod tests {
 
     #[test]
     fn config() {
-        let t = Ticker::new("").unwrap();
+        let t = spout_sdk::init::<Ticker>("").unwrap();
         assert_eq!(
             (t.topic.as_str(), t.kind.as_str()),
             ("spout/ticker", "tick")
         );
-        let t = Ticker::new(r#"{"topic":"ops/stats","type":"stats"}"#).unwrap();
+        let t = spout_sdk::init::<Ticker>(r#"{"topic":"ops/stats","type":"stats"}"#).unwrap();
         assert_eq!((t.topic.as_str(), t.kind.as_str()), ("ops/stats", "stats"));
-        assert!(Ticker::new(r#"{"topic":"a b"}"#).is_err());
-        assert!(Ticker::new(r#"{"topic":"a/*"}"#).is_err());
-        assert!(Ticker::new(r#"{"type":""}"#).is_err());
-        assert!(Ticker::new(r#"{"every":"1s"}"#).is_err());
+        assert!(spout_sdk::init::<Ticker>(r#"{"topic":"a b"}"#).is_err());
+        assert!(spout_sdk::init::<Ticker>(r#"{"topic":"a/*"}"#).is_err());
+        assert!(spout_sdk::init::<Ticker>(r#"{"type":""}"#).is_err());
+        assert!(spout_sdk::init::<Ticker>(r#"{"every":"1s"}"#).is_err());
     }
 }

@@ -7,7 +7,8 @@ struct Audit;
 
 impl spout_sdk::Plugin for Audit {
     const NAME: &'static str = "audit";
-    fn new(_: &str) -> Result<Self, String> {
+    type Config = spout_sdk::NoConfig;
+    fn new(_: spout_sdk::NoConfig) -> Result<Self, String> {
         Ok(Audit)
     }
 }

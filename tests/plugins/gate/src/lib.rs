@@ -5,6 +5,12 @@
 //! until its deadline.
 use spout_sdk::{kv, Connection, Denial, Principal, Request};
 
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+struct Config {
+    /// Disconnects after which every request is refused (required).
+    max_disconnects: u64,
+}
+
 struct Gate {
     max: u64,
 }
@@ -18,13 +24,11 @@ fn seen() -> u64 {
 
 impl spout_sdk::Plugin for Gate {
     const NAME: &'static str = "gate";
-    fn new(config: &str) -> Result<Self, String> {
-        let max = config
-            .split("\"max_disconnects\":")
-            .nth(1)
-            .and_then(|rest| rest.trim_end_matches('}').trim().parse().ok())
-            .ok_or("config needs max_disconnects")?;
-        Ok(Gate { max })
+    type Config = Config;
+    fn new(config: Config) -> Result<Self, String> {
+        Ok(Gate {
+            max: config.max_disconnects,
+        })
     }
 }
 

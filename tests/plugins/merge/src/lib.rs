@@ -6,7 +6,8 @@ struct Merge;
 
 impl spout_sdk::Plugin for Merge {
     const NAME: &'static str = "merge";
-    fn new(_: &str) -> Result<Self, String> {
+    type Config = spout_sdk::NoConfig;
+    fn new(_: spout_sdk::NoConfig) -> Result<Self, String> {
         Ok(Merge)
     }
 }

@@ -3,7 +3,8 @@ struct Reverse;
 
 impl spout_sdk::Plugin for Reverse {
     const NAME: &'static str = "reverse";
-    fn new(_: &str) -> Result<Self, String> {
+    type Config = spout_sdk::NoConfig;
+    fn new(_: spout_sdk::NoConfig) -> Result<Self, String> {
         Ok(Reverse)
     }
 }

@@ -6,7 +6,8 @@ struct Tick;
 
 impl spout_sdk::Plugin for Tick {
     const NAME: &'static str = "tick";
-    fn new(_: &str) -> Result<Self, String> {
+    type Config = spout_sdk::NoConfig;
+    fn new(_: spout_sdk::NoConfig) -> Result<Self, String> {
         Ok(Tick)
     }
 }
