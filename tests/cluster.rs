@@ -449,3 +449,49 @@ async fn a_ticket_issued_by_one_node_opens_a_stream_on_another_once() {
     n1.stop().await;
     n2.stop().await;
 }
+
+#[tokio::test]
+async fn filters_that_write_to_stdout_run_in_cluster_mode() {
+    // The Redis reader hands events to the fan-out thread, and filters run
+    // on their route's lane: a plugin writing to stdout (WASI drives a
+    // runtime there) never runs on an async worker.
+    let prefix = Prefix::new("stdout");
+    let _keys = redis();
+    let config = format!(
+        r#"
+[server]
+heartbeat = "200ms"
+
+[cluster]
+backend = "redis"
+url = "{url}"
+prefix = "{prefix}"
+node_id = "loud"
+
+[plugins.shout]
+use = "{shout}"
+
+[[stream]]
+path = "/loud"
+filters = ["shout"]
+"#,
+        url = redis_url(),
+        prefix = prefix.0,
+        shout = test_wasm("shout"),
+    );
+    let server = Server::start_toml(&config).await;
+    wait_ready(server.addr, StatusCode::OK).await;
+    let mut sse = server.sse("/loud?topic=orders", &[]).await;
+    sse.connected().await;
+    let ids = publish_n(server.addr, 0, 5).await;
+    let got = sse.events(5).await;
+    assert_eq!(support::ids(&got), ids);
+    let (status, _) = get_json(server.addr, "/healthz").await;
+    assert_eq!(status, StatusCode::OK);
+    let stats = wait_stats(server.addr, |s| {
+        s["pipeline"]["plugins"][0]["calls"].as_u64() >= Some(1)
+    })
+    .await;
+    assert_eq!(stats["pipeline"]["plugins"][0]["errors"], 0, "{stats}");
+    server.stop().await;
+}
