@@ -245,9 +245,9 @@ fn direct_request(app: &App, buf: &[u8]) -> Option<Request<Empty<Bytes>>> {
         return None;
     }
     let path = target.split('?').next().unwrap_or(target);
-    let streams = app.pipeline.load().route(path).is_some()
-        || (app.config.mercure.is_some() && crate::mercure::is_mercure_path(path));
-    if !streams {
+    let pipeline = app.pipeline.load();
+    let route = super::routes::Target::resolve(&pipeline, path, app.config.server.console);
+    if !route.streams(app.config.mercure.is_some()) {
         return None;
     }
     let mut req = Request::new(Empty::new());

@@ -20,9 +20,11 @@ pub mod hooks;
 pub mod ops;
 pub mod poll;
 pub mod publish;
+pub mod routes;
 pub mod tickets;
 
 use crate::app::App;
+use routes::Target;
 use crate::stream::EventStream;
 use crate::topic::Selector;
 use bytes::Bytes;
@@ -68,9 +70,11 @@ where
     B::Error: std::fmt::Display,
 {
     let origin = req.headers().get(ORIGIN).cloned();
+    let pipeline = app.pipeline.load();
+    let target = Target::resolve(&pipeline, req.uri().path(), app.config.server.console);
     let mercure_cors;
     let cors = match &app.config.mercure {
-        Some(m) if crate::mercure::is_mercure_path(req.uri().path()) => {
+        Some(m) if matches!(target, Target::Mercure) => {
             // Mercure clients send cookies: credentials, origins from [mercure].
             mercure_cors = crate::config::CorsConfig {
                 origins: m.cors_origins.clone(),
@@ -91,90 +95,59 @@ where
     Ok(resp)
 }
 
+/// Dispatches a request to its handler by the route table.
 async fn route<B>(app: &Arc<App>, conn: &Conn, req: Request<B>) -> Result<Response<Body>, ApiError>
 where
     B: http_body::Body<Data = Bytes> + Send + Unpin,
     B::Error: std::fmt::Display,
 {
-    let path = req.uri().path();
     let pipeline = app.pipeline.load();
-    if let Some(r) = pipeline.route(path) {
-        if req.method() == Method::GET {
-            // Boxed: hyper keeps the handler future's allocation for the
-            // connection's life, so the big branches must not inflate it
-            // (~2.7 KB per idle stream otherwise).
-            return Box::pin(events::subscribe(app, conn, &req, r)).await;
-        }
+    let path = req.uri().path().to_owned();
+    let target = Target::resolve(&pipeline, &path, app.config.server.console);
+    if target.allows(req.method()) == Some(false) {
         return Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
-            format!("{} is not allowed on {path}", req.method()),
-        ));
-    }
-    if let Some(id) = connections::connection_id(path) {
-        if req.method() != Method::POST {
-            return Err(ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                format!("{} is not allowed on {path}", req.method()),
-            ));
-        }
-        let id = id.to_owned();
-        return Box::pin(connections::change(app, conn, req, &id)).await;
-    }
-    if crate::mercure::is_mercure_path(path) {
-        return Box::pin(crate::mercure::route(app, conn, req)).await;
-    }
-    if let Some(name) = hooks::hook_name(path) {
-        if req.method() != Method::POST {
-            return Err(ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                format!(
+            match target {
+                Target::Hook(_) => format!(
                     "{} is not allowed on {path}; webhooks take POST",
                     req.method()
                 ),
-            ));
-        }
-        let name = name.to_owned();
-        return Box::pin(hooks::deliver(app, req, &name)).await;
+                _ => format!("{} is not allowed on {path}", req.method()),
+            },
+        ));
     }
-    let console = app.config.server.console && path == "/";
-    match (req.method(), path) {
-        (&Method::POST, "/publish") => Box::pin(publish::publish(app, conn, req)).await,
-        (&Method::POST, "/tickets") => Box::pin(tickets::issue(app, conn, req)).await,
-        (&Method::GET, "/poll") => Box::pin(poll::poll(app, conn, &req)).await,
-        (&Method::GET, "/metrics") => Ok(ops::metrics(app)),
-        (&Method::GET, "/healthz") => Ok(ops::healthz()),
-        (&Method::GET, "/readyz") => Ok(ops::readyz(app)),
-        (&Method::GET, "/stats") => Ok(ops::stats(app)),
-        (&Method::GET, "/") if console => Ok(ops::console()),
-        (_, "/publish" | "/tickets" | "/poll" | "/metrics" | "/healthz" | "/readyz" | "/stats") => {
-            Err(ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                format!("{} is not allowed on {path}", req.method()),
-            ))
+    // Boxed: hyper keeps the handler future's allocation for the
+    // connection's life, so the big branches must not inflate it (~2.7 KB
+    // per idle stream otherwise).
+    match target {
+        Target::Stream(r) => Box::pin(events::subscribe(app, conn, &req, r)).await,
+        Target::ConnectionTopics(id) => {
+            let id = id.to_owned();
+            Box::pin(connections::change(app, conn, req, &id)).await
         }
-        // Spout's own routes first: a static route at `/` serves the rest.
-        _ => match files::find(&pipeline.statics, path) {
-            Some(dir) => {
-                let head = req.method() == Method::HEAD;
-                if req.method() != Method::GET && !head {
-                    return Err(ApiError::new(
-                        StatusCode::METHOD_NOT_ALLOWED,
-                        "method_not_allowed",
-                        format!("{} is not allowed on {path}", req.method()),
-                    ));
-                }
-                Box::pin(files::serve(dir, path, head)).await
-            }
-            None => Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("no route for {path}"),
-            )),
-        },
+        Target::Mercure => Box::pin(crate::mercure::route(app, conn, req)).await,
+        Target::Hook(name) => {
+            let name = name.to_owned();
+            Box::pin(hooks::deliver(app, req, &name)).await
+        }
+        Target::Publish => Box::pin(publish::publish(app, conn, req)).await,
+        Target::Tickets => Box::pin(tickets::issue(app, conn, req)).await,
+        Target::Poll => Box::pin(poll::poll(app, conn, &req)).await,
+        Target::Metrics => Ok(ops::metrics(app)),
+        Target::Healthz => Ok(ops::healthz()),
+        Target::Readyz => Ok(ops::readyz(app)),
+        Target::Stats => Ok(ops::stats(app)),
+        Target::Console => Ok(ops::console()),
+        Target::Static(dir) => {
+            let head = req.method() == Method::HEAD;
+            Box::pin(files::serve(dir, &path, head)).await
+        }
+        Target::NotFound => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no route for {path}"),
+        )),
     }
 }
 
