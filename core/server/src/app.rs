@@ -71,8 +71,12 @@ impl App {
     pub fn open(config: Config) -> Result<Arc<App>, OpenError> {
         let metrics = crate::metrics::install();
         let limits = &config.server.limits;
-        let hub = Hub::new(limits.max_connections, config.hub.queue)
-            .with_user_limit(limits.per_user_connections, limits.per_user_policy);
+        let hub = Hub::new(limits.max_connections, config.hub.queue).with_user_limit(
+            crate::limits::PerUser {
+                max: limits.per_user_connections,
+                policy: limits.per_user_policy,
+            },
+        );
         let limits = crate::limits::Limits::new(limits);
         let sink: Sink = {
             let hub = hub.clone();

@@ -3,7 +3,7 @@
 //! behind trusted proxies. Per-user stream limits live in the hub, where
 //! streams are registered.
 
-use crate::config::LimitsConfig;
+use crate::config::{LimitsConfig, UserPolicy};
 use http::HeaderMap;
 use ipnet::IpNet;
 use metrics::Counter;
@@ -12,6 +12,40 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// Streams one user may hold at once (0: unlimited), and what happens to
+/// one stream more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PerUser {
+    /// Most streams per user.
+    pub max: usize,
+    /// Refuse the new stream, or end the oldest.
+    pub policy: UserPolicy,
+}
+
+/// What to do with a user's new stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PerUserVerdict {
+    /// Admit it.
+    Admit,
+    /// Refuse it (`429 too_many_user_connections`).
+    Refuse,
+    /// Admit it and end this many of the user's oldest streams.
+    ReplaceOldest(usize),
+}
+
+impl PerUser {
+    /// The verdict for a new stream of a user who holds `held` already.
+    pub fn check(&self, held: usize) -> PerUserVerdict {
+        if self.max == 0 || held < self.max {
+            return PerUserVerdict::Admit;
+        }
+        match self.policy {
+            UserPolicy::Refuse => PerUserVerdict::Refuse,
+            UserPolicy::ReplaceOldest => PerUserVerdict::ReplaceOldest(held + 1 - self.max),
+        }
+    }
+}
 
 /// A limit a request ran into.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -180,5 +214,26 @@ mod tests {
         assert_eq!(retry_after, 60);
         // Another client is not affected.
         assert!(l.check_ip("192.0.2.2".parse().unwrap()).is_ok());
+    }
+
+    #[test]
+    fn per_user_verdicts() {
+        let refuse = PerUser {
+            max: 2,
+            policy: UserPolicy::Refuse,
+        };
+        assert_eq!(refuse.check(1), PerUserVerdict::Admit);
+        assert_eq!(refuse.check(2), PerUserVerdict::Refuse);
+        let replace = PerUser {
+            policy: UserPolicy::ReplaceOldest,
+            ..refuse
+        };
+        assert_eq!(replace.check(2), PerUserVerdict::ReplaceOldest(1));
+        assert_eq!(replace.check(4), PerUserVerdict::ReplaceOldest(3));
+        assert_eq!(
+            PerUser::default().check(1000),
+            PerUserVerdict::Admit,
+            "0 = unlimited"
+        );
     }
 }

@@ -24,7 +24,6 @@ pub mod routes;
 pub mod tickets;
 
 use crate::app::App;
-use routes::Target;
 use crate::stream::EventStream;
 use crate::topic::Selector;
 use bytes::Bytes;
@@ -32,6 +31,7 @@ pub use error::ApiError;
 use http::header::{HeaderValue, CONTENT_TYPE, ORIGIN};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{Either, Full};
+use routes::Target;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;

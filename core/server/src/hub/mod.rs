@@ -20,19 +20,26 @@
 //! One ticker serves every connection: it queues heartbeats and closes
 //! connections that stayed lagged without even reading (see [`Hub::tick`]).
 
-use crate::config::UserPolicy;
+mod lanes;
+mod routes;
+mod subscriber;
+
+pub use subscriber::{Subscriber, Subscription};
+
 use crate::event::{now_ms, Event};
+use crate::limits::{PerUser, PerUserVerdict};
 use crate::metrics::TopicMetrics;
 use crate::pipeline::filter::FilterGroup;
 use crate::plugin::bindings::types::Request as PluginRequest;
-use crate::plugin::wire::BatchBuilder;
 use crate::queue;
-use crate::topic::{Pattern, Selector};
-use crate::visibility::{Admission, Audience, Facts, Index};
+use crate::topic::Selector;
+use crate::visibility::{Admission, Facts};
+use lanes::Lanes;
 use metrics::{Counter, Gauge};
+use routes::Routes;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -84,206 +91,6 @@ pub struct SubscribeSpec {
     pub admission: Option<Arc<dyn Admission>>,
 }
 
-/// One subscriber as the hub sees it.
-pub struct Subscriber {
-    /// Connection id shown in the `connected` frame.
-    pub conn_id: Arc<str>,
-    /// The user events with `to` are matched against.
-    pub user: Option<Box<str>>,
-    /// What this subscriber receives; `POST /connections/{id}/topics`
-    /// changes it (under the hub's routes lock, which is taken first).
-    selectors: RwLock<Vec<Selector>>,
-    /// Whether it has more than one selector (read on every offer).
-    multi: AtomicBool,
-    key: u64,
-    tx: queue::Sender<Item>,
-    /// Set by the hub when an event could not be queued; cleared by the stream
-    /// when it starts catching up.
-    lagged: AtomicBool,
-    /// When `lagged` was last raised (ms since epoch), 0 when handled.
-    lagged_since: AtomicU64,
-    /// Set at shutdown: the stream sends `event: shutdown` and ends.
-    closing: AtomicBool,
-    /// Highest id queued, to queue an event once when several selectors match.
-    last_offered: AtomicU64,
-    kill: CancellationToken,
-    /// The stream route the subscriber came in on.
-    pub route: Arc<str>,
-    /// Its filter group (shared with equal subscription keys).
-    pub filter: Option<Arc<FilterGroup>>,
-    /// The request its auth plugin accepted.
-    pub auth: Option<Arc<PluginRequest>>,
-    /// Its protocol's own admission rule, if any (see [`SubscribeSpec`]).
-    pub admission: Option<Arc<dyn Admission>>,
-    /// Set when the stream must end early: `(event name, reason)` —
-    /// `revoked` (a reloaded pipeline no longer admits it) or `replaced`
-    /// (its user opened one stream more than allowed).
-    ended: OnceLock<(&'static str, String)>,
-}
-
-impl Subscriber {
-    /// Whether this subscriber may see an event the hub's index matched to
-    /// it (the one rule of [`crate::visibility`]).
-    fn may_see(&self, facts: &Facts<'_>) -> bool {
-        Audience {
-            selectors: &[],
-            user: self.user.as_deref(),
-            admission: self.admission.as_ref(),
-        }
-        .admits_matched(facts)
-    }
-
-    /// Flags the subscriber as behind: its stream catches up from the log.
-    fn fall_behind(&self, lagged: &Counter) {
-        if !self.lagged.swap(true, Ordering::AcqRel) {
-            self.lagged_since.store(now_ms(), Ordering::Release);
-            lagged.increment(1);
-        }
-    }
-
-    /// Queues `ev` if this subscriber may see it; returns whether it was queued.
-    fn offer(&self, ev: &Arc<Event>, facts: &Facts<'_>, lagged: &Counter) -> bool {
-        // Several selectors (or topics) may lead here for one event: it is
-        // looked at once (the verdict would be the same).
-        if self.multi.load(Ordering::Relaxed) {
-            if ev.id <= self.last_offered.load(Ordering::Relaxed) {
-                return false;
-            }
-            self.last_offered.store(ev.id, Ordering::Relaxed);
-        }
-        if !self.may_see(facts) {
-            return false;
-        }
-        match self.tx.try_send(Item::Event(ev.clone())) {
-            Ok(()) => true,
-            Err(queue::TrySendError::Full(_)) => {
-                self.fall_behind(lagged);
-                false
-            }
-            Err(queue::TrySendError::Closed(_)) => false,
-        }
-    }
-
-    /// Its topic selectors right now.
-    pub fn selectors(&self) -> Vec<Selector> {
-        self.selectors
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// Takes the lagged flag: true means events were dropped from the queue
-    /// and the stream must catch up from the log.
-    pub fn take_lagged(&self) -> bool {
-        if self.lagged.swap(false, Ordering::AcqRel) {
-            self.lagged_since.store(0, Ordering::Release);
-            true
-        } else {
-            false
-        }
-    }
-
-    /// Whether the server is shutting down this subscriber.
-    pub fn is_closing(&self) -> bool {
-        self.closing.load(Ordering::Acquire)
-    }
-
-    /// Ends the stream with `event: revoked` (the pipeline no longer admits it).
-    pub fn revoke(&self, reason: String) {
-        self.end("revoked", reason);
-    }
-
-    fn end(&self, event: &'static str, reason: String) {
-        if self.ended.set((event, reason)).is_ok() {
-            let _ = self.tx.try_send(Item::Wake);
-        }
-    }
-
-    /// The control event the stream must end with, and why, if any.
-    pub fn ended(&self) -> Option<(&'static str, &str)> {
-        self.ended.get().map(|(e, r)| (*e, r.as_str()))
-    }
-}
-
-/// A live subscription: the queue's receiving end. Dropping it (the client
-/// went away) removes the subscriber from the hub at once.
-pub struct Subscription {
-    /// The hub's view of this subscriber.
-    pub subscriber: Arc<Subscriber>,
-    /// Events and frames queued for this subscriber.
-    pub rx: queue::Receiver<Item>,
-    hub: Hub,
-}
-
-impl Subscription {
-    /// Counts this stream being closed with `event: overflow`.
-    pub fn count_overflow(&self) {
-        self.hub.count_overflow();
-    }
-}
-
-impl Drop for Subscription {
-    fn drop(&mut self) {
-        self.hub.remove(&self.subscriber);
-    }
-}
-
-/// The index fan-out looks subscribers up in, so an event costs lookups, not
-/// a scan of every subscriber.
-#[derive(Default)]
-struct Routes {
-    /// Native subscribers by exact topic (an event's first topic).
-    exact: HashMap<Arc<str>, Vec<Arc<Subscriber>>>,
-    /// Native subscribers by pattern; each pattern is matched once per event.
-    patterns: HashMap<Arc<str>, (Pattern, Vec<Arc<Subscriber>>)>,
-    all: HashMap<u64, Arc<Subscriber>>,
-    /// Subscribers with their own admission rule, by exact topic: offered
-    /// events any of whose topics (first or further) is that one.
-    any_topic: HashMap<Arc<str>, Vec<Arc<Subscriber>>>,
-    /// Subscribers with their own rule that no index can narrow (a `*` or
-    /// template selector): offered every event.
-    everything: HashMap<u64, Arc<Subscriber>>,
-    /// Subscribers with their own admission rule (counted for `/stats`).
-    admitted: usize,
-    /// Each user's subscribers, oldest first.
-    users: HashMap<Box<str>, Vec<u64>>,
-}
-
-impl Routes {
-    fn add(&mut self, sel: &Selector, sub: &Arc<Subscriber>) {
-        match sel {
-            Selector::Exact(t) => self.exact.entry(t.clone()).or_default().push(sub.clone()),
-            Selector::Pattern(p) => self
-                .patterns
-                .entry(p.text().clone())
-                .or_insert_with(|| (p.clone(), Vec::new()))
-                .1
-                .push(sub.clone()),
-        }
-    }
-
-    fn drop_selector(&mut self, sel: &Selector, key: u64) {
-        match sel {
-            Selector::Exact(t) => {
-                if let Some(list) = self.exact.get_mut(t) {
-                    list.retain(|s| s.key != key);
-                    if list.is_empty() {
-                        self.exact.remove(t);
-                    }
-                }
-            }
-            Selector::Pattern(p) => {
-                if let Some((_, list)) = self.patterns.get_mut(p.text()) {
-                    list.retain(|s| s.key != key);
-                    if list.is_empty() {
-                        self.patterns.remove(p.text());
-                    }
-                }
-            }
-        }
-    }
-}
-
 /// Live counts for `/stats`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct HubStats {
@@ -315,73 +122,17 @@ struct Inner {
     max_connections: usize,
     queue: usize,
     /// Streams one user may hold (0 = unlimited), and what happens past it.
-    per_user: (usize, UserPolicy),
+    /// Streams one user may hold, and what happens past it.
+    per_user: PerUser,
     replaced: Counter,
     closing: AtomicBool,
-    topics: Mutex<TopicMetrics>,
+    topics: Arc<Mutex<TopicMetrics>>,
     connections: Gauge,
     connections_total: Counter,
     lagged: Counter,
     overflow: Counter,
     /// One filter lane per stream route with filters, started on first use.
-    lanes: Mutex<HashMap<Arc<str>, mpsc::SyncSender<LaneJob>>>,
-}
-
-/// Filter work the fan-out thread hands to a route's lane: the committed
-/// batch and, per filter group, its subscribers with the events (indices)
-/// their topics matched.
-struct LaneJob {
-    events: Arc<[Arc<Event>]>,
-    groups: Vec<GroupWork>,
-}
-
-/// One filter group's subscribers, each with the indices of the events its
-/// topics matched.
-type GroupWork = (Arc<FilterGroup>, Vec<(Arc<Subscriber>, Vec<u32>)>);
-
-/// Batches a lane may hold before further ones make their subscribers catch
-/// up from the log instead (they never wait for a lane, nor lose events).
-const LANE_BACKLOG: usize = 256;
-
-/// Runs one route's filters, in commit order, and queues what they keep.
-fn run_lane(rx: mpsc::Receiver<LaneJob>, inner: std::sync::Weak<Inner>, lagged: Counter) {
-    while let Ok(job) = rx.recv() {
-        let mut delivered: HashMap<usize, u64> = HashMap::new();
-        for (group, subs) in &job.groups {
-            // Subscribers of one group share user and selectors, so they
-            // matched the same events; the union keeps it exact anyway.
-            let mut wanted: Vec<u32> = subs.iter().flat_map(|(_, ix)| ix.iter().copied()).collect();
-            wanted.sort_unstable();
-            wanted.dedup();
-            let mut keep = vec![false; job.events.len()];
-            if group.is_active() {
-                let mut batch = BatchBuilder::default();
-                for &i in &wanted {
-                    batch.push_event(&job.events[i as usize]);
-                }
-                for (&i, k) in wanted.iter().zip(group.evaluate(&batch)) {
-                    keep[i as usize] = k;
-                }
-            } else {
-                // The route's filters were removed by a reload.
-                wanted.iter().for_each(|&i| keep[i as usize] = true);
-            }
-            for (sub, ix) in subs {
-                for &i in ix {
-                    let ev = &job.events[i as usize];
-                    if keep[i as usize] && sub.offer(ev, &Facts::of_event(ev), &lagged) {
-                        *delivered.entry(i as usize).or_default() += 1;
-                    }
-                }
-            }
-        }
-        if let Some(inner) = inner.upgrade() {
-            let mut topics = inner.topics.lock().unwrap_or_else(|e| e.into_inner());
-            for (i, n) in delivered {
-                topics.get(&job.events[i].topic).delivered.increment(n);
-            }
-        }
-    }
+    lanes: Lanes,
 }
 
 /// The fan-out hub; clones share it.
@@ -393,6 +144,8 @@ pub struct Hub {
 impl Hub {
     /// A hub that admits `max_connections` subscribers with `queue` slots each.
     pub fn new(max_connections: usize, queue: usize) -> Hub {
+        let topics = Arc::new(Mutex::new(TopicMetrics::default()));
+        let lagged = metrics::counter!("spout_subscribers_lagged_total");
         Hub {
             inner: Arc::new(Inner {
                 routes: RwLock::new(Routes::default()),
@@ -404,23 +157,23 @@ impl Hub {
                 appended: tokio::sync::Notify::new(),
                 max_connections,
                 queue,
-                per_user: (0, UserPolicy::Refuse),
+                per_user: PerUser::default(),
                 replaced: metrics::counter!("spout_limit_rejections_total", "limit" => "per_user_replaced"),
                 closing: AtomicBool::new(false),
-                topics: Mutex::new(TopicMetrics::default()),
+                lanes: Lanes::new(topics.clone(), lagged.clone()),
+                topics,
                 connections: metrics::gauge!("spout_connections"),
                 connections_total: metrics::counter!("spout_connections_total"),
-                lagged: metrics::counter!("spout_subscribers_lagged_total"),
+                lagged,
                 overflow: metrics::counter!("spout_subscribers_overflow_total"),
-                lanes: Mutex::new(HashMap::new()),
             }),
         }
     }
 
-    /// Limits the streams one user may hold at once (0 = unlimited).
-    pub fn with_user_limit(mut self, max: usize, policy: UserPolicy) -> Hub {
+    /// Limits the streams one user may hold at once (see [`PerUser`]).
+    pub fn with_user_limit(mut self, per_user: PerUser) -> Hub {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
-            inner.per_user = (max, policy);
+            inner.per_user = per_user;
         }
         self
     }
@@ -431,27 +184,24 @@ impl Hub {
         if inner.closing.load(Ordering::Acquire) {
             return Err(HubError::Closing);
         }
-        let (per_user, policy) = inner.per_user;
-        if let (Some(user), true) = (&spec.user, per_user > 0) {
+        if let Some(user) = &spec.user {
             let routes = read(&inner.routes);
-            if let Some(keys) = routes.users.get(user.as_str()) {
-                if keys.len() >= per_user {
-                    match policy {
-                        UserPolicy::Refuse => return Err(HubError::UserFull(per_user)),
-                        UserPolicy::ReplaceOldest => {
-                            // The oldest streams end; they leave the hub when
-                            // their connections close.
-                            for key in &keys[..=keys.len() - per_user] {
-                                if let Some(old) = routes.all.get(key) {
-                                    if old.ended().is_none() {
-                                        inner.replaced.increment(1);
-                                    }
-                                    old.end(
-                                        "replaced",
-                                        format!("user `{user}` opened a newer connection"),
-                                    );
-                                }
+            let keys = routes.users.get(user.as_str()).map_or(&[][..], |k| &k[..]);
+            match inner.per_user.check(keys.len()) {
+                PerUserVerdict::Admit => {}
+                PerUserVerdict::Refuse => return Err(HubError::UserFull(inner.per_user.max)),
+                PerUserVerdict::ReplaceOldest(n) => {
+                    // The oldest streams end; they leave the hub when their
+                    // connections close.
+                    for key in &keys[..n] {
+                        if let Some(old) = routes.all.get(key) {
+                            if old.ended().is_none() {
+                                inner.replaced.increment(1);
                             }
+                            old.end(
+                                "replaced",
+                                format!("user `{user}` opened a newer connection"),
+                            );
                         }
                     }
                 }
@@ -490,34 +240,7 @@ impl Hub {
             admission: spec.admission,
             ended: OnceLock::new(),
         });
-        {
-            let mut routes = write(&inner.routes);
-            for sel in subscriber.selectors().iter() {
-                routes.add(sel, &subscriber);
-            }
-            if let Some(user) = &subscriber.user {
-                routes.users.entry(user.clone()).or_default().push(key);
-            }
-            if let Some(a) = &subscriber.admission {
-                routes.admitted += 1;
-                match a.index() {
-                    Index::Topics(topics) => {
-                        // An update may name several of them: offered once.
-                        subscriber.multi.store(true, Ordering::Relaxed);
-                        for t in topics {
-                            let list = routes.any_topic.entry(t).or_default();
-                            if !list.iter().any(|s| s.key == key) {
-                                list.push(subscriber.clone());
-                            }
-                        }
-                    }
-                    Index::Everything => {
-                        routes.everything.insert(key, subscriber.clone());
-                    }
-                }
-            }
-            routes.all.insert(key, subscriber.clone());
-        }
+        write(&inner.routes).insert(&subscriber);
         inner.connections.set(n as f64);
         inner.connections_total.increment(1);
         Ok(Subscription {
@@ -529,39 +252,7 @@ impl Hub {
 
     fn remove(&self, sub: &Arc<Subscriber>) {
         let inner = &self.inner;
-        {
-            let mut routes = write(&inner.routes);
-            for sel in sub.selectors().iter() {
-                routes.drop_selector(sel, sub.key);
-            }
-            if let Some(user) = &sub.user {
-                if let Some(keys) = routes.users.get_mut(user) {
-                    keys.retain(|k| *k != sub.key);
-                    if keys.is_empty() {
-                        routes.users.remove(user);
-                    }
-                }
-            }
-            routes.all.remove(&sub.key);
-            if let Some(a) = &sub.admission {
-                routes.admitted -= 1;
-                match a.index() {
-                    Index::Topics(topics) => {
-                        for t in topics {
-                            if let Some(list) = routes.any_topic.get_mut(&t) {
-                                list.retain(|s| s.key != sub.key);
-                                if list.is_empty() {
-                                    routes.any_topic.remove(&t);
-                                }
-                            }
-                        }
-                    }
-                    Index::Everything => {
-                        routes.everything.remove(&sub.key);
-                    }
-                }
-            }
-        }
+        write(&inner.routes).remove(sub);
         let n = inner.count.fetch_sub(1, Ordering::AcqRel) - 1;
         inner.connections.set(n as f64);
     }
@@ -631,55 +322,11 @@ impl Hub {
             }
         }
         if !filtered.is_empty() {
-            self.to_lanes(events, filtered.into_values().map(|(g, subs, _)| (g, subs)));
+            inner
+                .lanes
+                .dispatch(events, filtered.into_values().map(|(g, subs, _)| (g, subs)));
         }
         inner.appended.notify_waiters();
-    }
-
-    /// Hands filter work to each route's lane (started on first use). A
-    /// lane that is full makes its subscribers catch up from the log.
-    fn to_lanes(&self, events: &[Arc<Event>], groups: impl Iterator<Item = GroupWork>) {
-        let inner = &self.inner;
-        let shared: Arc<[Arc<Event>]> = events.into();
-        let mut by_route: HashMap<Arc<str>, LaneJob> = HashMap::new();
-        for (g, subs) in groups {
-            let Some(route) = subs.first().map(|(s, _)| s.route.clone()) else {
-                continue;
-            };
-            by_route
-                .entry(route)
-                .or_insert_with(|| LaneJob {
-                    events: shared.clone(),
-                    groups: Vec::new(),
-                })
-                .groups
-                .push((g, subs));
-        }
-        let mut lanes = inner.lanes.lock().unwrap_or_else(|e| e.into_inner());
-        for (route, job) in by_route {
-            let lane = lanes.entry(route.clone()).or_insert_with(|| {
-                let (tx, rx) = mpsc::sync_channel(LANE_BACKLOG);
-                let weak = Arc::downgrade(inner);
-                let lagged = inner.lagged.clone();
-                let spawned = std::thread::Builder::new()
-                    .name("spout-filter".into())
-                    .spawn(move || run_lane(rx, weak, lagged));
-                if let Err(err) = spawned {
-                    tracing::error!(%route, error = %err, "cannot start a filter lane; its subscribers catch up from the log");
-                }
-                tx
-            });
-            if let Err(e) = lane.try_send(job) {
-                let job = match e {
-                    mpsc::TrySendError::Full(j) | mpsc::TrySendError::Disconnected(j) => j,
-                };
-                for (_, subs) in &job.groups {
-                    for (s, _) in subs {
-                        s.fall_behind(&inner.lagged);
-                    }
-                }
-            }
-        }
     }
 
     /// The open subscriber with connection id `conn_id`.
@@ -808,6 +455,7 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 mod tests {
     use super::*;
     use crate::event::{Data, NewEvent};
+    use crate::visibility::Index;
 
     fn event(id: u64, topic: &str, to: Option<&str>) -> Arc<Event> {
         Arc::new(Event::new(
