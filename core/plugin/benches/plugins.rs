@@ -19,7 +19,7 @@
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use spout_plugin::bindings::types::Subscription;
 use spout_plugin::wire::BatchBuilder;
-use spout_plugin::{Limits, Plugin, Runtime, Stores};
+use spout_plugin::{FilterPlugin, Limits, Plugin, Runtime, Stores};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -114,7 +114,8 @@ const FIVE: [(&str, &str, &str); 5] = [
 fn filter_match(c: &mut Criterion) {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let rt = Runtime::new(dir.path().join("cache"), kv()).unwrap();
-    let plugin = load(&rt, dir.path(), "m", "builtin:filter-match", "{}");
+    let plugin = FilterPlugin::of(&load(&rt, dir.path(), "m", "builtin:filter-match", "{}"))
+        .expect("filter-match is a filter");
     let mut group = c.benchmark_group("filter_match");
     group.measurement_time(Duration::from_secs(3));
     group.warm_up_time(Duration::from_secs(1));

@@ -22,6 +22,7 @@ mod builtin;
 mod cache;
 pub mod guard;
 pub mod host;
+pub mod typed;
 pub mod wire;
 
 use bindings::types::{
@@ -37,6 +38,9 @@ use wasmtime::component::{Component, HasSelf, InstancePre, Linker};
 use wasmtime::{Engine, Store};
 
 pub use builtin::BUILTIN;
+pub use typed::{
+    AuthPlugin, BatchPlugin, CompressPlugin, FilterPlugin, SourcePlugin, TransformPlugin, Typed,
+};
 
 /// Largest memory limit a plugin may ask for (the pool reserves this much
 /// address space per slot: 256 slots × 64 MiB = 16 GiB of address space,
@@ -611,7 +615,7 @@ impl Plugin {
     /// Runs `f` with this plugin on the plugin pool (never on the threads
     /// log reads use) and awaits it. A call that would find the plugin's
     /// queue full is refused here, before it takes a thread.
-    pub async fn run<R, F>(self: &Arc<Self>, f: F) -> Result<R, CallError>
+    pub(crate) async fn run<R, F>(self: &Arc<Self>, f: F) -> Result<R, CallError>
     where
         R: Send + 'static,
         F: FnOnce(&Plugin) -> Result<R, CallError> + Send + 'static,
@@ -829,7 +833,10 @@ impl Plugin {
     }
 
     /// `auth`: who the request belongs to, or why it is refused.
-    pub fn authenticate(&self, req: &Request) -> Result<Result<Principal, Denial>, CallError> {
+    pub(crate) fn authenticate(
+        &self,
+        req: &Request,
+    ) -> Result<Result<Principal, Denial>, CallError> {
         self.call("authenticate", |inst| {
             let Exports::Auth(x) = &inst.exports else {
                 return Err(self.wrong_kind(Kind::Auth));
@@ -848,7 +855,7 @@ impl Plugin {
     }
 
     /// `auth`: tell the plugin a connection it authenticated has ended.
-    pub fn on_disconnect(&self, conn: &Connection) -> Result<(), CallError> {
+    pub(crate) fn on_disconnect(&self, conn: &Connection) -> Result<(), CallError> {
         self.call("on-disconnect", |inst| {
             let Exports::Auth(x) = &inst.exports else {
                 return Err(self.wrong_kind(Kind::Auth));
@@ -859,7 +866,7 @@ impl Plugin {
     }
 
     /// `filter`: which events of `events` a subscription keeps, as a mask.
-    pub fn keep(&self, sub: &Subscription, events: &Batch) -> Result<Vec<bool>, CallError> {
+    pub(crate) fn keep(&self, sub: &Subscription, events: &Batch) -> Result<Vec<bool>, CallError> {
         self.call("keep", |inst| {
             let Exports::Filter(x) = &inst.exports else {
                 return Err(self.wrong_kind(Kind::Filter));
@@ -871,7 +878,10 @@ impl Plugin {
     }
 
     /// `transform`: the events to store instead of `events`.
-    pub fn apply(&self, events: &Batch) -> Result<Result<Vec<wire::Returned>, Denial>, CallError> {
+    pub(crate) fn apply(
+        &self,
+        events: &Batch,
+    ) -> Result<Result<Vec<wire::Returned>, Denial>, CallError> {
         self.call("apply", |inst| {
             let Exports::Transform(x) = &inst.exports else {
                 return Err(self.wrong_kind(Kind::Transform));
@@ -885,7 +895,7 @@ impl Plugin {
     }
 
     /// `batch`: the frames to send for a window of events.
-    pub fn merge(&self, events: &Batch) -> Result<Vec<wire::Returned>, CallError> {
+    pub(crate) fn merge(&self, events: &Batch) -> Result<Vec<wire::Returned>, CallError> {
         self.call("merge", |inst| {
             let Exports::Batch(x) = &inst.exports else {
                 return Err(self.wrong_kind(Kind::Batch));
@@ -897,7 +907,7 @@ impl Plugin {
     }
 
     /// `compress`: encoded data, or `None` to send it as it is.
-    pub fn encode(&self, data: &[u8]) -> Result<Option<Encoded>, CallError> {
+    pub(crate) fn encode(&self, data: &[u8]) -> Result<Option<Encoded>, CallError> {
         self.call("encode", |inst| {
             let Exports::Compress(x) = &inst.exports else {
                 return Err(self.wrong_kind(Kind::Compress));
@@ -908,7 +918,7 @@ impl Plugin {
     }
 
     /// `source`: events produced on the host's timer.
-    pub fn poll(&self, now_ms: u64) -> Result<Vec<wire::Returned>, CallError> {
+    pub(crate) fn poll(&self, now_ms: u64) -> Result<Vec<wire::Returned>, CallError> {
         self.call("poll", |inst| {
             let Exports::Source(x) = &inst.exports else {
                 return Err(self.wrong_kind(Kind::Source));
@@ -920,7 +930,7 @@ impl Plugin {
     }
 
     /// `source`: events produced from host-read input (file lines, a webhook).
-    pub fn on_input(
+    pub(crate) fn on_input(
         &self,
         input: &[u8],
         meta: &[(String, String)],
@@ -1063,7 +1073,10 @@ mod tests {
             (denied.status, denied.reason.as_str()),
             (400, "empty input")
         );
-        // A plugin called through the wrong world fails that call only.
+        // Handles are typed by kind: a source is no batch plugin.
+        assert!(BatchPlugin::of(&tick).is_none());
+        assert!(SourcePlugin::of(&tick).is_some());
+        // Called through the wrong world anyway, it fails that call only.
         assert_eq!(tick.merge(b.batch()).unwrap_err().label(), "malformed");
     }
 

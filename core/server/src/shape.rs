@@ -20,7 +20,7 @@
 use crate::event::{DataRef, Event};
 use crate::pipeline::BatchStage;
 use crate::plugin::wire::BatchBuilder;
-use crate::plugin::Plugin;
+use crate::plugin::{BatchPlugin, CompressPlugin};
 use crate::sse;
 use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
@@ -102,7 +102,7 @@ impl Shape {
         out
     }
 
-    fn merge(&self, plugin: &Plugin, window: &[Arc<Event>], out: &mut BytesMut) {
+    fn merge(&self, plugin: &BatchPlugin, window: &[Arc<Event>], out: &mut BytesMut) {
         let (Some(first), Some(last)) = (window.first(), window.last()) else {
             return;
         };
@@ -179,13 +179,13 @@ const RECENT: usize = 256;
 /// latest events, shared by every subscriber of the route.
 #[derive(Debug)]
 pub struct Compressor {
-    plugin: Arc<Plugin>,
+    plugin: CompressPlugin,
     recent: Mutex<VecDeque<(u64, Option<Envelope>)>>,
 }
 
 impl Compressor {
     /// A compress stage around `plugin`.
-    pub fn new(plugin: Arc<Plugin>) -> Compressor {
+    pub fn new(plugin: CompressPlugin) -> Compressor {
         Compressor {
             plugin,
             recent: Mutex::new(VecDeque::with_capacity(RECENT)),
@@ -193,7 +193,7 @@ impl Compressor {
     }
 
     /// The compress plugin.
-    pub fn plugin(&self) -> &Arc<Plugin> {
+    pub fn plugin(&self) -> &CompressPlugin {
         &self.plugin
     }
 

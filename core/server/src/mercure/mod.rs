@@ -16,7 +16,7 @@ use crate::app::App;
 use crate::http::{ApiError, Body, Conn};
 use crate::pipeline::auth::{self, Authorized};
 use crate::plugin::bindings::types::Request as PluginRequest;
-use crate::plugin::Plugin;
+use crate::plugin::AuthPlugin;
 use crate::visibility::{Admission, Facts, Index};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
@@ -213,7 +213,7 @@ fn has_token<B>(req: &Request<B>, query: &[(String, String)]) -> bool {
 /// token, 401 when there is one but no plugin to verify it, else what the
 /// plugin says.
 async fn verify<B>(
-    plugin: Option<&Arc<Plugin>>,
+    plugin: Option<&AuthPlugin>,
     req: &Request<B>,
     query: &[(String, String)],
     conn: &Conn,

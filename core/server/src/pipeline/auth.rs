@@ -3,11 +3,10 @@
 //! them into statuses.
 
 use crate::plugin::bindings::types::{Principal, Request as PluginRequest};
-use crate::plugin::{CallError, Plugin};
+use crate::plugin::{AuthPlugin, CallError};
 use crate::topic::{covered, Selector};
 use http::Request;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 /// Why a request is not admitted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -84,7 +83,7 @@ pub fn plugin_request<B>(
 /// async worker, so request handlers use this. A plugin whose queue is full
 /// (or whose circuit is open) answers at once: 503 `auth_unavailable`.
 pub async fn authenticate_async(
-    plugin: &Arc<Plugin>,
+    plugin: &AuthPlugin,
     req: PluginRequest,
 ) -> Result<(Authorized, PluginRequest), AuthError> {
     plugin
@@ -98,7 +97,7 @@ fn unavailable(err: CallError) -> AuthError {
 }
 
 /// Runs `plugin` on `req`. A failed call denies (fail closed).
-pub fn authenticate(plugin: &Plugin, req: &PluginRequest) -> Result<Authorized, AuthError> {
+pub fn authenticate(plugin: &AuthPlugin, req: &PluginRequest) -> Result<Authorized, AuthError> {
     match plugin.authenticate(req) {
         Err(err) => Err(unavailable(err)),
         Ok(Err(denial)) => Err(AuthError::Denied {
@@ -109,7 +108,7 @@ pub fn authenticate(plugin: &Plugin, req: &PluginRequest) -> Result<Authorized, 
     }
 }
 
-fn authorized(plugin: &Plugin, p: Principal) -> Authorized {
+fn authorized(plugin: &AuthPlugin, p: Principal) -> Authorized {
     let allowed = p
         .topics
         .iter()

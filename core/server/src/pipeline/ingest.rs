@@ -8,8 +8,7 @@
 use crate::event::NewEvent;
 use crate::log::{EventLog, LogError};
 use crate::plugin::wire::{data_bytes, BatchBuilder};
-use crate::plugin::{CallError, Plugin};
-use std::sync::Arc;
+use crate::plugin::{CallError, Plugin, SourcePlugin, TransformPlugin};
 
 /// Why events were not stored. Nothing of a refused batch is stored.
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +62,7 @@ pub enum Producer<'a> {
     /// its body was parsed.
     Publisher,
     /// A source plugin: each event it produced is checked here.
-    Source(&'a Plugin),
+    Source(&'a SourcePlugin),
 }
 
 impl Ingest {
@@ -84,7 +83,7 @@ impl Ingest {
         &self,
         from: Producer<'_>,
         events: Vec<NewEvent>,
-        transforms: &[Arc<Plugin>],
+        transforms: &[TransformPlugin],
     ) -> Result<Vec<u64>, IngestError> {
         if let Producer::Source(plugin) = from {
             for e in &events {
@@ -102,7 +101,7 @@ impl Ingest {
     /// calls block).
     async fn transform(
         &self,
-        chain: &[Arc<Plugin>],
+        chain: &[TransformPlugin],
         events: Vec<NewEvent>,
     ) -> Result<Vec<NewEvent>, IngestError> {
         let Some(first) = chain.first() else {
@@ -127,7 +126,7 @@ impl Ingest {
 /// Runs one transform plugin over the events and checks what it returns as
 /// strictly as a publisher's own events.
 fn transform(
-    plugin: &Plugin,
+    plugin: &TransformPlugin,
     events: Vec<NewEvent>,
     max_event: usize,
 ) -> Result<Vec<NewEvent>, IngestError> {

@@ -11,7 +11,11 @@ pub mod reload;
 pub mod source;
 
 use crate::config::{Config, ConfigError, OnError, Origin, Spanned};
-use crate::plugin::{Kind, Limits, Plugin, Runtime, MAX_MEMORY};
+use crate::plugin::typed::{kinds, PluginKind};
+use crate::plugin::{
+    AuthPlugin, BatchPlugin, FilterPlugin, Limits, Plugin, Runtime, SourcePlugin, TransformPlugin,
+    Typed, MAX_MEMORY,
+};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -48,7 +52,7 @@ fn is_own_path(path: &str) -> bool {
 #[derive(Debug, Clone)]
 pub struct Stage {
     /// The filter plugin.
-    pub plugin: Arc<Plugin>,
+    pub plugin: FilterPlugin,
     /// `drop` or `pass` the events when a call fails.
     pub on_error: OnError,
 }
@@ -59,7 +63,7 @@ pub struct Route {
     /// Request path.
     pub path: String,
     /// Auth plugin; `None` means open.
-    pub auth: Option<Arc<Plugin>>,
+    pub auth: Option<AuthPlugin>,
     /// Filters, in order.
     pub filters: Arc<[Stage]>,
     /// Window batching, if configured.
@@ -72,7 +76,7 @@ pub struct Route {
 #[derive(Debug, Clone)]
 pub struct BatchStage {
     /// The batch plugin (`merge`).
-    pub plugin: Arc<Plugin>,
+    pub plugin: BatchPlugin,
     /// How long a window stays open after its first event.
     pub window: std::time::Duration,
     /// Most events in one window.
@@ -83,18 +87,18 @@ pub struct BatchStage {
 #[derive(Debug, Clone, Default)]
 pub struct PublishRules {
     /// Auth plugin for publishers.
-    pub auth: Option<Arc<Plugin>>,
+    pub auth: Option<AuthPlugin>,
     /// Transforms run before the log, in order.
-    pub transforms: Vec<Arc<Plugin>>,
+    pub transforms: Vec<TransformPlugin>,
 }
 
 /// The Mercure hub's auth plugins (`[mercure]`).
 #[derive(Debug, Clone, Default)]
 pub struct MercureRules {
     /// Verifies subscribers' tokens (and publishers' unless `publish_auth`).
-    pub auth: Option<Arc<Plugin>>,
+    pub auth: Option<AuthPlugin>,
     /// Verifies publishers' tokens.
-    pub publish_auth: Option<Arc<Plugin>>,
+    pub publish_auth: Option<AuthPlugin>,
 }
 
 /// How the host feeds a source plugin.
@@ -117,11 +121,64 @@ pub enum Driver {
 #[derive(Debug, Clone)]
 pub struct SourceRoute {
     /// The source plugin.
-    pub plugin: Arc<Plugin>,
+    pub plugin: SourcePlugin,
     /// Timer, file or webhook.
     pub driver: Driver,
     /// Transforms run on its events before they are stored.
-    pub transforms: Vec<Arc<Plugin>>,
+    pub transforms: Vec<TransformPlugin>,
+}
+
+/// The loaded plugins, for wiring config slots.
+struct Wiring<'a> {
+    plugins: &'a BTreeMap<String, Arc<Plugin>>,
+    origin: &'a Origin,
+}
+
+impl Wiring<'_> {
+    /// The slot `slot` (at `key`, in `route`) to be wired.
+    fn slot<'b>(&'b self, slot: &'b Spanned<String>, key: String, route: &'b str) -> Slot<'b> {
+        Slot {
+            plugins: self.plugins,
+            origin: self.origin,
+            slot,
+            key,
+            route,
+        }
+    }
+}
+
+/// A config slot naming a plugin, to be wired with a handle of the slot's
+/// kind (an error naming the file, line and key otherwise).
+struct Slot<'a> {
+    plugins: &'a BTreeMap<String, Arc<Plugin>>,
+    origin: &'a Origin,
+    slot: &'a Spanned<String>,
+    key: String,
+    route: &'a str,
+}
+
+impl Slot<'_> {
+    fn wire<K: PluginKind>(self) -> Result<Typed<K>, ConfigError> {
+        let (name, route) = (self.slot.get_ref(), self.route);
+        let plugin = self.plugins.get(name).ok_or_else(|| {
+            self.origin.error(
+                self.slot.span(),
+                self.key.clone(),
+                format!("{route}: no plugin named `{name}` (declare it as [plugins.{name}])"),
+            )
+        })?;
+        Typed::of(plugin).ok_or_else(|| {
+            self.origin.error(
+                self.slot.span(),
+                self.key,
+                format!(
+                    "{route}: plugin `{name}` is a {} plugin; this slot takes a {} plugin",
+                    plugin.kind(),
+                    K::KIND
+                ),
+            )
+        })
+    }
 }
 
 /// A `[[static]]` route: files of `dir` under URL prefix `path`.
@@ -234,26 +291,9 @@ impl Pipeline {
             plugins.insert(name.clone(), plugin);
         }
 
-        let lookup = |slot: &Spanned<String>, key: String, kind: Kind, route: &str| {
-            let name = slot.get_ref();
-            let plugin = plugins.get(name).ok_or_else(|| {
-                origin.error(
-                    slot.span(),
-                    key.clone(),
-                    format!("{route}: no plugin named `{name}` (declare it as [plugins.{name}])"),
-                )
-            })?;
-            if plugin.kind() != kind {
-                return Err(origin.error(
-                    slot.span(),
-                    key,
-                    format!(
-                        "{route}: plugin `{name}` is a {} plugin; this slot takes a {kind} plugin",
-                        plugin.kind()
-                    ),
-                ));
-            }
-            Ok(plugin.clone())
+        let wiring = Wiring {
+            plugins: &plugins,
+            origin,
         };
 
         let mut streams = Vec::new();
@@ -282,7 +322,11 @@ impl Pipeline {
                 ));
             }
             let auth = match &r.auth {
-                Some(a) => Some(lookup(a, format!("stream[{i}].auth"), Kind::Auth, &route)?),
+                Some(a) => Some(
+                    wiring
+                        .slot(a, format!("stream[{i}].auth"), &route)
+                        .wire::<kinds::Auth>()?,
+                ),
                 None => None,
             };
             let filters = r
@@ -290,8 +334,9 @@ impl Pipeline {
                 .iter()
                 .enumerate()
                 .map(|(j, f)| {
-                    let plugin =
-                        lookup(f, format!("stream[{i}].filters[{j}]"), Kind::Filter, &route)?;
+                    let plugin = wiring
+                        .slot(f, format!("stream[{i}].filters[{j}]"), &route)
+                        .wire::<kinds::Filter>()?;
                     let on_error = config
                         .plugins
                         .get(f.get_ref())
@@ -302,24 +347,20 @@ impl Pipeline {
                 .collect::<Result<Vec<_>, ConfigError>>()?;
             let batch = match &r.batch {
                 Some(b) => Some(BatchStage {
-                    plugin: lookup(
-                        &b.plugin,
-                        format!("stream[{i}].batch.plugin"),
-                        Kind::Batch,
-                        &route,
-                    )?,
+                    plugin: wiring
+                        .slot(&b.plugin, format!("stream[{i}].batch.plugin"), &route)
+                        .wire::<kinds::Batch>()?,
                     window: b.window,
                     max: b.max,
                 }),
                 None => None,
             };
             let compress = match &r.compress {
-                Some(c) => Some(Arc::new(crate::shape::Compressor::new(lookup(
-                    &c.plugin,
-                    format!("stream[{i}].compress.plugin"),
-                    Kind::Compress,
-                    &route,
-                )?))),
+                Some(c) => Some(Arc::new(crate::shape::Compressor::new(
+                    wiring
+                        .slot(&c.plugin, format!("stream[{i}].compress.plugin"), &route)
+                        .wire::<kinds::Compress>()?,
+                ))),
                 None => None,
             };
             streams.push(Route {
@@ -343,7 +384,11 @@ impl Pipeline {
         let route = "[publish]";
         let publish = PublishRules {
             auth: match &config.publish.auth {
-                Some(a) => Some(lookup(a, "publish.auth".into(), Kind::Auth, route)?),
+                Some(a) => Some(
+                    wiring
+                        .slot(a, "publish.auth".into(), route)
+                        .wire::<kinds::Auth>()?,
+                ),
                 None => None,
             },
             transforms: config
@@ -352,12 +397,9 @@ impl Pipeline {
                 .iter()
                 .enumerate()
                 .map(|(j, t)| {
-                    lookup(
-                        t,
-                        format!("publish.transforms[{j}]"),
-                        Kind::Transform,
-                        route,
-                    )
+                    wiring
+                        .slot(t, format!("publish.transforms[{j}]"), route)
+                        .wire::<kinds::Transform>()
                 })
                 .collect::<Result<_, _>>()?,
         };
@@ -365,7 +407,9 @@ impl Pipeline {
         let mut sources: Vec<SourceRoute> = Vec::new();
         for (i, src) in config.sources.iter().enumerate() {
             let route = format!("source[{i}]");
-            let plugin = lookup(&src.plugin, format!("{route}.plugin"), Kind::Source, &route)?;
+            let plugin = wiring
+                .slot(&src.plugin, format!("{route}.plugin"), &route)
+                .wire::<kinds::Source>()?;
             let driver = match (&src.every, &src.tail, &src.webhook) {
                 (Some(every), None, None) => Driver::Every(*every),
                 (None, Some(tail), None) => Driver::Tail {
@@ -410,12 +454,9 @@ impl Pipeline {
                 .iter()
                 .enumerate()
                 .map(|(j, t)| {
-                    lookup(
-                        t,
-                        format!("{route}.transforms[{j}]"),
-                        Kind::Transform,
-                        &route,
-                    )
+                    wiring
+                        .slot(t, format!("{route}.transforms[{j}]"), &route)
+                        .wire::<kinds::Transform>()
                 })
                 .collect::<Result<_, _>>()?;
             sources.push(SourceRoute {
@@ -473,11 +514,18 @@ impl Pipeline {
         if let Some(m) = &config.mercure {
             let route = "[mercure]";
             if let Some(a) = &m.auth {
-                mercure.auth = Some(lookup(a, "mercure.auth".into(), Kind::Auth, route)?);
+                mercure.auth = Some(
+                    wiring
+                        .slot(a, "mercure.auth".into(), route)
+                        .wire::<kinds::Auth>()?,
+                );
             }
             if let Some(a) = &m.publish_auth {
-                mercure.publish_auth =
-                    Some(lookup(a, "mercure.publish_auth".into(), Kind::Auth, route)?);
+                mercure.publish_auth = Some(
+                    wiring
+                        .slot(a, "mercure.publish_auth".into(), route)
+                        .wire::<kinds::Auth>()?,
+                );
             }
         }
 
