@@ -168,12 +168,12 @@ pub(crate) fn meta_u64(meta: &sled::Tree, key: &[u8]) -> Result<u64, sled::Error
 }
 
 thread_local! {
-    /// Set while storage code runs under [`guarded`]: a panic there is an
+    /// Set while storage code runs under `guarded`: a panic there is an
     /// error the caller reports, not a crash to print.
     static IN_STORAGE: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Installs a panic hook that keeps quiet about panics [`guarded`] turns
+/// Installs a panic hook that keeps quiet about panics `guarded` turns
 /// into [`LogError::Damaged`] (sled panics on some damaged files), and
 /// reports every other panic through `tracing`.
 pub fn install_panic_hook() {
@@ -217,7 +217,7 @@ pub(crate) fn damaged(dir: &Path, detail: impl Into<String>) -> LogError {
 }
 
 /// A storage backend of the log. Both keep ids strictly increasing and
-/// hand what they commit (or read, in cluster mode) to the [`FanOut`] they
+/// hand what they commit (or read, in cluster mode) to the fan-out thread they
 /// were opened with, in id order.
 pub trait Backend: Send + Sync {
     /// Appends events in order and returns their ids once they are stored
@@ -260,7 +260,7 @@ pub struct EventLog {
 }
 
 struct Inner {
-    backend: Box<dyn Backend>,
+    backend: Arc<dyn Backend>,
     fanout: Arc<FanOut>,
     /// sled: the log's own database on one node; a temporary one in
     /// cluster mode (node-local state only).
@@ -305,7 +305,7 @@ impl EventLog {
                         source,
                     })?;
                 Inner {
-                    backend: Box::new(backend),
+                    backend,
                     fanout,
                     db,
                     redis: Some(redis),
@@ -314,7 +314,7 @@ impl EventLog {
             None => {
                 let (backend, db) = local::SledLog::open(config, fanout.clone())?;
                 Inner {
-                    backend: Box::new(backend),
+                    backend: Arc::new(backend),
                     fanout,
                     db,
                     redis: None,

@@ -213,60 +213,6 @@ impl RedisLog {
             .collect()
     }
 
-    /// Visits entries with `after < id <= until`, at most `max_scan`;
-    /// returns the cursor as [`super::EventLog::scan`] does.
-    fn scan_entries(
-        &self,
-        after: u64,
-        until: u64,
-        max_scan: usize,
-        visit: &mut dyn FnMut(u64, View<'_>) -> Result<bool, LogError>,
-    ) -> Result<u64, LogError> {
-        if after >= until || max_scan == 0 {
-            return Ok(after.max(until));
-        }
-        let start = if after == 0 {
-            "-".to_owned()
-        } else {
-            format!("({}", unpack(after))
-        };
-        let entries: Value = self.redis.with_sync(|c| {
-            redis::cmd("XRANGE")
-                .arg(&self.stream)
-                .arg(&start)
-                .arg(unpack(until))
-                .arg("COUNT")
-                .arg(max_scan)
-                .query(c)
-        })?;
-        let entries = entries_of(entries);
-        let full = entries.len() == max_scan;
-        let mut cursor = after;
-        for (id, rec) in &entries {
-            let view =
-                record::decode(rec).map_err(|source| LogError::Corrupt { id: *id, source })?;
-            cursor = *id;
-            if !visit(*id, view)? {
-                return Ok(cursor);
-            }
-        }
-        Ok(if full { cursor } else { until })
-    }
-
-    /// The packed id stored under a Mercure publisher's `wire_id`.
-    fn wire_id(&self, wire_id: &str) -> Result<Option<u64>, LogError> {
-        let [_, key] = dedupe_keys("", None, Some(wire_id));
-        let Some(key) = key else { return Ok(None) };
-        let mut full = self.dedupe.clone().into_bytes();
-        full.extend_from_slice(&key);
-        let v: Option<String> = self
-            .redis
-            .with_sync(|c| redis::cmd("GET").arg(&full[..]).query(c))?;
-        Ok(v.as_deref()
-            .and_then(|v| v.split('|').next())
-            .and_then(pack))
-    }
-
     /// Last id handed to the local hub.
     pub fn head(&self) -> u64 {
         self.head.load(Ordering::Acquire)
@@ -466,7 +412,7 @@ impl RedisLog {
     }
 }
 
-impl Backend for Arc<RedisLog> {
+impl Backend for RedisLog {
     fn append(&self, events: Vec<NewEvent>) -> BoxFuture<'_, Result<Vec<u64>, LogError>> {
         Box::pin(self.append_events(events))
     }
@@ -495,10 +441,48 @@ impl Backend for Arc<RedisLog> {
         max_scan: usize,
         visit: &mut dyn FnMut(u64, View<'_>) -> Result<bool, LogError>,
     ) -> Result<u64, LogError> {
-        self.scan_entries(after, until, max_scan, visit)
+        if after >= until || max_scan == 0 {
+            return Ok(after.max(until));
+        }
+        let start = if after == 0 {
+            "-".to_owned()
+        } else {
+            format!("({}", unpack(after))
+        };
+        let entries: Value = self.redis.with_sync(|c| {
+            redis::cmd("XRANGE")
+                .arg(&self.stream)
+                .arg(&start)
+                .arg(unpack(until))
+                .arg("COUNT")
+                .arg(max_scan)
+                .query(c)
+        })?;
+        let entries = entries_of(entries);
+        let full = entries.len() == max_scan;
+        let mut cursor = after;
+        for (id, rec) in &entries {
+            let view =
+                record::decode(rec).map_err(|source| LogError::Corrupt { id: *id, source })?;
+            cursor = *id;
+            if !visit(*id, view)? {
+                return Ok(cursor);
+            }
+        }
+        Ok(if full { cursor } else { until })
     }
+
     fn find_wire_id(&self, wire_id: &str) -> Result<Option<u64>, LogError> {
-        self.wire_id(wire_id)
+        let [_, key] = dedupe_keys("", None, Some(wire_id));
+        let Some(key) = key else { return Ok(None) };
+        let mut full = self.dedupe.clone().into_bytes();
+        full.extend_from_slice(&key);
+        let v: Option<String> = self
+            .redis
+            .with_sync(|c| redis::cmd("GET").arg(&full[..]).query(c))?;
+        Ok(v.as_deref()
+            .and_then(|v| v.split('|').next())
+            .and_then(pack))
     }
     fn is_ready(&self) -> bool {
         RedisLog::is_ready(self)

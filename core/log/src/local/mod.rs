@@ -1,9 +1,9 @@
 //! The log on one node: events in sled, in checksummed, chained blocks
-//! (see [`block`]), one appender thread doing group commit, ids reserved
-//! ahead of use in a high-water mark file ([`mark`]), damaged files found
-//! before sled can discard anything ([`inventory`]) and rebuilt by
+//! (see `block`), one appender thread doing group commit, ids reserved
+//! ahead of use in a high-water mark file (`mark`), damaged files found
+//! before sled can discard anything (`inventory`) and rebuilt by
 //! [`repair`], and a background thread for flushing and retention
-//! ([`retention`]).
+//! (`retention`).
 //!
 //! One appender thread owns the write path: it drains every append request
 //! that is waiting, assigns contiguous ids, writes them as one block, fsyncs

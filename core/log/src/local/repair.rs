@@ -4,7 +4,7 @@
 //!
 //! The damaged files are first moved aside (`DIR/damaged-TIME/`), never
 //! deleted. Events come from two places: blocks found intact in sled's raw
-//! files (checksummed, see [`super::inventory`]), which works even when sled
+//! files (checksummed, see `inventory`), which works even when sled
 //! cannot open its database; and whatever a copy of the database, opened by
 //! sled, still reads (this also recovers version 1 blocks, plugin key-value
 //! stores, tail positions and tickets). A fresh database is then written

@@ -1,7 +1,7 @@
 //! The route table: what a request path resolves to, decided in one place
 //! and consulted by everything that needs to know — the plain-HTTP direct
 //! path (does this `GET` open a stream?), CORS (is this the Mercure hub?)
-//! and the dispatcher in [`super::route`].
+//! and the dispatcher in `http::route`.
 //!
 //! Order: stream routes from config, Spout's own fixed paths, then
 //! `[[static]]` directories (so a static route at `/` serves the rest).

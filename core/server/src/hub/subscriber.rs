@@ -43,7 +43,7 @@ pub struct Subscriber {
     pub filter: Option<Arc<FilterGroup>>,
     /// The request its auth plugin accepted.
     pub auth: Option<Arc<PluginRequest>>,
-    /// Its protocol's own admission rule, if any (see [`SubscribeSpec`]).
+    /// Its protocol's own admission rule, if any (see [`super::SubscribeSpec`]).
     pub admission: Option<Arc<dyn Admission>>,
     /// Set when the stream must end early: `(event name, reason)` —
     /// `revoked` (a reloaded pipeline no longer admits it) or `replaced`

@@ -3,7 +3,7 @@
 //!
 //! A Mercure update is one log event: its first (canonical) topic is the
 //! event's topic; the other topics, `private`, the publisher's `id` and
-//! `retry` ride in [`Extra`]. Mercure subscribers sit in the hub beside
+//! `retry` ride in [`crate::event::Extra`]. Mercure subscribers sit in the hub beside
 //! native ones; their topic selectors (exact, `*`, URI templates) and the
 //! `mercure.subscribe` claim of their token decide what they receive.
 

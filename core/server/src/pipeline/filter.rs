@@ -26,7 +26,7 @@ const PRIVATE_PARAMS: &[&str] = &[
 ];
 
 /// What filters are told about a subscription: its user and claims, its
-/// topic selectors and its query parameters other than [`PRIVATE_PARAMS`],
+/// topic selectors and its query parameters other than `PRIVATE_PARAMS`,
 /// both sorted so equal subscriptions compare equal.
 pub fn subscription(
     user: &str,
