@@ -267,7 +267,7 @@ impl ClusterConfig {
     }
 }
 
-/// `[mercure]`: Spout as a Mercure hub (served by the `spout::mercure` module).
+/// `[mercure]`: Spout as a Mercure hub (served by the `spout::http::mercure` module).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MercureConfig {

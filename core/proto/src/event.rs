@@ -62,7 +62,7 @@ pub struct NewEvent {
     pub extra: Option<Box<Extra>>,
 }
 
-/// What a Mercure update carries beyond a plain event (served by the `spout::mercure` module).
+/// What a Mercure update carries beyond a plain event (served by the `spout::http::mercure` module).
 /// Boxed behind an `Option` so plain events pay one pointer for it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Extra {

@@ -2,9 +2,9 @@
 //! pipeline and metrics.
 
 use crate::config::{Config, ConfigError};
+use crate::filter::Groups;
 use crate::hub::Hub;
 use crate::log::{EventLog, LogError, Sink};
-use crate::pipeline::filter::Groups;
 use crate::pipeline::reload::ReloadStatus;
 use crate::pipeline::Pipeline;
 use crate::plugin::{LoadError, Runtime};

@@ -29,10 +29,10 @@
 
 pub mod app;
 pub mod cluster;
+pub mod filter;
 pub mod http;
 pub mod hub;
 pub mod limits;
-pub mod mercure;
 pub mod metrics;
 pub mod pipeline;
 pub mod queue;

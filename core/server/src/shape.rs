@@ -18,7 +18,6 @@
 //! uncompressed: shaping never loses an event.
 
 use crate::event::{DataRef, Event};
-use crate::pipeline::BatchStage;
 use crate::plugin::wire::BatchBuilder;
 use crate::plugin::{BatchPlugin, CompressPlugin};
 use crate::sse;
@@ -33,6 +32,17 @@ pub const ACCEPT_PARAM: &str = "accept-encoding";
 /// See [`ACCEPT_PARAM`].
 pub const ACCEPT_HEADER: &str = "x-spout-accept-encoding";
 
+/// A stream's batch stage: the plugin and the window the host keeps.
+#[derive(Debug, Clone)]
+pub struct BatchStage {
+    /// The batch plugin (`merge`).
+    pub plugin: BatchPlugin,
+    /// How long a window stays open after its first event.
+    pub window: Duration,
+    /// Most events in one window.
+    pub max: usize,
+}
+
 /// How one connection's events are shaped.
 #[derive(Debug, Clone)]
 pub struct Shape {
@@ -45,28 +55,31 @@ pub struct Shape {
 }
 
 impl Shape {
-    /// The shape for a subscriber of a route, or `None` when events go out
-    /// as they are. `accepted` is what the subscriber sent in the parameter
-    /// or header (comma-separated).
-    pub fn for_route(route: &crate::pipeline::Route, accepted: &[&str]) -> Option<Shape> {
+    /// The shape for a subscriber of a route with these stages, or `None`
+    /// when events go out as they are. `accepted` is what the subscriber
+    /// sent in the parameter or header (comma-separated).
+    pub fn for_stages(
+        batch: Option<&BatchStage>,
+        compress: Option<&Arc<Compressor>>,
+        accepted: &[&str],
+    ) -> Option<Shape> {
         let encodings: Vec<String> = accepted
             .iter()
             .flat_map(|v| v.split(','))
             .map(|e| e.trim().to_ascii_lowercase())
             .filter(|e| !e.is_empty())
             .collect();
-        let compress = route
-            .compress
-            .clone()
+        let compress = compress
+            .cloned()
             .filter(|_| !encodings.is_empty())
             .map(|p| (p, encodings));
-        let pool = match (&route.batch, &compress) {
+        let pool = match (batch, &compress) {
             (Some(b), _) => b.plugin.pool().clone(),
             (None, Some((c, _))) => c.plugin.pool().clone(),
             (None, None) => return None,
         };
         Some(Shape {
-            batch: route.batch.clone(),
+            batch: batch.cloned(),
             compress,
             pool,
         })

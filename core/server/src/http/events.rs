@@ -2,8 +2,8 @@
 
 use super::{admit, query_pairs, selectors, ApiError, Body, Conn};
 use crate::app::App;
+use crate::filter::subscription;
 use crate::hub::SubscribeSpec;
-use crate::pipeline::filter::subscription;
 use crate::pipeline::Route;
 use crate::plugin::bindings::types::Connection;
 use crate::sse;
@@ -111,7 +111,11 @@ pub async fn subscribe<B>(
                 .filter_map(|v| v.to_str().ok()),
         )
         .collect();
-    let stream = stream.shaped(crate::shape::Shape::for_route(route, &accepted));
+    let stream = stream.shaped(crate::shape::Shape::for_stages(
+        route.batch.as_ref(),
+        route.compress.as_ref(),
+        &accepted,
+    ));
     let stream = if route.auth.is_some() {
         let app = app.clone();
         let path = route.path.clone();

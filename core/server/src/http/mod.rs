@@ -8,7 +8,7 @@
 //! | `GET /metrics`, `/healthz`, `/readyz`, `/stats` | [`ops`] |
 //! | `GET /` | [`ops::console`]: the built-in live console page |
 //! | `POST /connections/{id}/topics` | [`connections`]: change an open stream's topics |
-//! | `/.well-known/mercure[/subscriptions…]` | [`crate::mercure`]: the Mercure protocol |
+//! | `/.well-known/mercure[/subscriptions…]` | [`mercure`]: the Mercure protocol |
 
 pub mod connections;
 pub mod cors;
@@ -17,6 +17,7 @@ pub mod error;
 pub mod events;
 pub mod files;
 pub mod hooks;
+pub mod mercure;
 pub mod ops;
 pub mod poll;
 pub mod publish;
@@ -126,7 +127,7 @@ where
             let id = id.to_owned();
             Box::pin(connections::change(app, conn, req, &id)).await
         }
-        Target::Mercure => Box::pin(crate::mercure::route(app, conn, req)).await,
+        Target::Mercure => Box::pin(crate::http::mercure::route(app, conn, req)).await,
         Target::Hook(name) => {
             let name = name.to_owned();
             Box::pin(hooks::deliver(app, req, &name)).await

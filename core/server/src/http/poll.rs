@@ -2,7 +2,7 @@
 
 use super::{admit, json_response, query_pairs, selectors, ApiError, Body, Conn};
 use crate::app::App;
-use crate::pipeline::filter::{subscription, FilterGroup};
+use crate::filter::{subscription, FilterGroup};
 use crate::pipeline::DEFAULT_STREAM;
 use crate::plugin::wire::BatchBuilder;
 use crate::visibility::{Audience, Facts};

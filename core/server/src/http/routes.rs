@@ -53,7 +53,7 @@ impl<'p> Target<'p> {
         if let Some(id) = connections::connection_id(path) {
             return Target::ConnectionTopics(id);
         }
-        if crate::mercure::is_mercure_path(path) {
+        if crate::http::mercure::is_mercure_path(path) {
             return Target::Mercure;
         }
         if let Some(name) = hooks::hook_name(path) {

@@ -6,8 +6,8 @@
 
 use super::subscriber::Subscriber;
 use crate::event::Event;
+use crate::filter::FilterGroup;
 use crate::metrics::TopicMetrics;
-use crate::pipeline::filter::FilterGroup;
 use crate::plugin::wire::BatchBuilder;
 use crate::visibility::Facts;
 use metrics::Counter;

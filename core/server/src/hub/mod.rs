@@ -27,9 +27,9 @@ mod subscriber;
 pub use subscriber::{Subscriber, Subscription};
 
 use crate::event::{now_ms, Event};
+use crate::filter::FilterGroup;
 use crate::limits::{PerUser, PerUserVerdict};
 use crate::metrics::TopicMetrics;
-use crate::pipeline::filter::FilterGroup;
 use crate::plugin::bindings::types::Request as PluginRequest;
 use crate::queue;
 use crate::topic::Selector;

@@ -4,7 +4,7 @@
 
 use super::{Hub, Item};
 use crate::event::{now_ms, Event};
-use crate::pipeline::filter::FilterGroup;
+use crate::filter::FilterGroup;
 use crate::plugin::bindings::types::Request as PluginRequest;
 use crate::queue;
 use crate::topic::Selector;

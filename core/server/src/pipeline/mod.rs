@@ -5,17 +5,17 @@
 //! to the side and swaps it in whole, so a request sees one generation.
 
 pub mod auth;
-pub mod filter;
 pub mod ingest;
 pub mod reload;
 pub mod source;
 
-use crate::config::{Config, ConfigError, OnError, Origin, Spanned};
+use crate::config::{Config, ConfigError, Origin, Spanned};
+use crate::filter::Stage;
 use crate::plugin::typed::{kinds, PluginKind};
 use crate::plugin::{
-    AuthPlugin, BatchPlugin, FilterPlugin, Limits, Plugin, Runtime, SourcePlugin, TransformPlugin,
-    Typed, MAX_MEMORY,
+    AuthPlugin, Limits, Plugin, Runtime, SourcePlugin, TransformPlugin, Typed, MAX_MEMORY,
 };
+use crate::shape::BatchStage;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -48,15 +48,6 @@ fn is_own_path(path: &str) -> bool {
         })
 }
 
-/// A filter in a route, with what its failure means.
-#[derive(Debug, Clone)]
-pub struct Stage {
-    /// The filter plugin.
-    pub plugin: FilterPlugin,
-    /// `drop` or `pass` the events when a call fails.
-    pub on_error: OnError,
-}
-
 /// An SSE route: who may subscribe and which events each subscription sees.
 #[derive(Debug, Clone)]
 pub struct Route {
@@ -70,17 +61,6 @@ pub struct Route {
     pub batch: Option<BatchStage>,
     /// Compression for subscribers that accept it, if configured.
     pub compress: Option<Arc<crate::shape::Compressor>>,
-}
-
-/// A stream's batch stage: the plugin and the window the host keeps.
-#[derive(Debug, Clone)]
-pub struct BatchStage {
-    /// The batch plugin (`merge`).
-    pub plugin: BatchPlugin,
-    /// How long a window stays open after its first event.
-    pub window: std::time::Duration,
-    /// Most events in one window.
-    pub max: usize,
 }
 
 /// `POST /publish` rules.

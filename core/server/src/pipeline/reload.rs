@@ -7,11 +7,11 @@
 //! route's new auth; one the new pipeline would refuse gets `event: revoked`.
 
 use super::auth::{authenticate, check_topics};
-use super::filter::Groups;
 use super::source::Sources;
 use super::Pipeline;
 use crate::config::Config;
 use crate::event::now_ms;
+use crate::filter::Groups;
 use crate::hub::Hub;
 use crate::plugin::Runtime;
 use arc_swap::ArcSwap;

@@ -3,13 +3,22 @@
 //! and filter parameters share one [`FilterGroup`], and the hub asks the group,
 //! not each connection.
 
-use super::Stage;
 use crate::config::OnError;
 use crate::plugin::bindings::types::Subscription;
 use crate::plugin::wire::BatchBuilder;
+use crate::plugin::FilterPlugin;
 use crate::topic::Selector;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock, Weak};
+
+/// A filter in a route, with what its failure means.
+#[derive(Debug, Clone)]
+pub struct Stage {
+    /// The filter plugin.
+    pub plugin: FilterPlugin,
+    /// `drop` or `pass` the events when a call fails.
+    pub on_error: OnError,
+}
 
 /// Query parameters never passed to filters: credentials, and the
 /// stream's or `/poll`'s own.
