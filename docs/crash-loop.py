@@ -94,7 +94,8 @@ def main():
     work = tempfile.mkdtemp(prefix="spout-crash-")
     cfg = os.path.join(work, "config.toml")
     with open(cfg, "w") as f:
-        f.write('[log]\nfsync = "%s"\n' % args.fsync)
+        # Retention off (in effect): every acknowledged event must be found.
+        f.write('[log]\nfsync = "%s"\n[log.retention]\nmax_events = 1000000000\nmax_age = "30d"\n' % args.fsync)
     data = os.path.join(work, "data")
     given, reused, acked_all = {}, 0, []
     last_seen = 0
