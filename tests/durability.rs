@@ -68,36 +68,9 @@ async fn acknowledged_events_survive_sigkill_with_fsync_always() {
             for i in 0.. {
                 let payload = format!("p{p}-{i}");
                 let body = json!({"topic":"crash","data":payload}).to_string();
-                let Ok(Ok(stream)) = tokio::time::timeout(
-                    Duration::from_secs(2),
-                    tokio::net::TcpStream::connect(addr),
-                )
-                .await
-                else {
+                let Some(v) = try_publish(addr, body).await else {
                     return;
                 };
-                let Ok((mut send, conn)) =
-                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                        .await
-                else {
-                    return;
-                };
-                tokio::spawn(conn);
-                let req = http::Request::post("/publish")
-                    .header("host", "x")
-                    .header("content-type", "application/json")
-                    .body(http_body_util::Full::new(bytes::Bytes::from(body)))
-                    .unwrap();
-                let Ok(resp) = send.send_request(req).await else {
-                    return;
-                };
-                if resp.status() != 200 {
-                    return;
-                }
-                let Ok(body) = http_body_util::BodyExt::collect(resp.into_body()).await else {
-                    return;
-                };
-                let v: serde_json::Value = serde_json::from_slice(&body.to_bytes()).unwrap();
                 let _ = tx.send((v["ids"][0].as_u64().unwrap(), payload));
             }
         }));
@@ -117,26 +90,8 @@ async fn acknowledged_events_survive_sigkill_with_fsync_always() {
     }
 
     let proc = spawn_binary(&cfg, &data);
-    let mut stored = std::collections::HashMap::new();
-    let mut after = 0;
-    loop {
-        let (_, page) = get_json(
-            proc.addr,
-            &format!("/poll?topic=crash&after={after}&limit=1000"),
-        )
-        .await;
-        let events = page["events"].as_array().unwrap();
-        for e in events {
-            stored.insert(
-                e["id"].as_u64().unwrap(),
-                e["data"].as_str().unwrap().to_string(),
-            );
-        }
-        if page["next"].as_u64().unwrap() == after {
-            break;
-        }
-        after = page["next"].as_u64().unwrap();
-    }
+    let stored: std::collections::HashMap<u64, String> =
+        poll_all(proc.addr, "crash").await.into_iter().collect();
     for (id, payload) in &acked {
         assert_eq!(
             stored.get(id),

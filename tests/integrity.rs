@@ -23,35 +23,7 @@ async fn publish_until_killed(
             .iter()
             .map(|p| json!({"topic":"crash","data":p}))
             .collect();
-        let Ok(Ok(stream)) =
-            tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
-                .await
-        else {
-            return;
-        };
-        let Ok((mut send, conn)) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await
-        else {
-            return;
-        };
-        tokio::spawn(conn);
-        let req = http::Request::post("/publish")
-            .header("host", "x")
-            .header("content-type", "application/json")
-            .body(http_body_util::Full::new(bytes::Bytes::from(
-                Value::from(body).to_string(),
-            )))
-            .unwrap();
-        let Ok(resp) = send.send_request(req).await else {
-            return;
-        };
-        if resp.status() != 200 {
-            return;
-        }
-        let Ok(body) = http_body_util::BodyExt::collect(resp.into_body()).await else {
-            return;
-        };
-        let Ok(v) = serde_json::from_slice::<Value>(&body.to_bytes()) else {
+        let Some(v) = try_publish(addr, Value::from(body).to_string()).await else {
             return;
         };
         for (id, p) in v["ids"].as_array().unwrap().iter().zip(payloads) {
@@ -174,26 +146,11 @@ async fn no_id_is_given_twice_across_sigkills_with_fsync_batch() {
     }
     // What survived is a subset of what was given out, id for id.
     let proc = spawn_binary(&cfg, &data);
-    let mut after = 0;
-    let mut stored = 0;
-    loop {
-        let (_, page) = get_json(
-            proc.addr,
-            &format!("/poll?topic=crash&after={after}&limit=1000"),
-        )
-        .await;
-        for e in page["events"].as_array().unwrap() {
-            let id = e["id"].as_u64().unwrap();
-            record(&mut ids, id, e["data"].as_str().unwrap(), "replay");
-            stored += 1;
-        }
-        let next = page["next"].as_u64().unwrap();
-        if next == after {
-            break;
-        }
-        after = next;
+    let stored = poll_all(proc.addr, "crash").await;
+    for (id, data) in &stored {
+        record(&mut ids, *id, data, "replay");
     }
-    assert!(stored > 0);
+    assert!(!stored.is_empty());
     let mut proc = proc;
     let _ = proc.child.kill();
     let _ = proc.child.wait();
@@ -368,31 +325,14 @@ async fn a_damaged_data_directory_is_refused_by_name_and_repair_keeps_every_inta
         assert!(report.contains("kept"), "{name}: {report}");
         // Every event repair kept is intact, and the next id is new.
         let proc = spawn_binary(&cfg, &data);
-        let mut after = 0;
-        let mut kept = 0;
-        loop {
-            let (_, page) = get_json(
-                proc.addr,
-                &format!("/poll?topic=t&after={after}&limit=1000"),
-            )
-            .await;
-            for e in page["events"].as_array().unwrap() {
-                let id = e["id"].as_u64().unwrap();
-                assert!(
-                    e["data"]
-                        .as_str()
-                        .unwrap()
-                        .starts_with(&format!("event {id:04} ")),
-                    "{name}: event {id} is not what was stored: {e}"
-                );
-                kept += 1;
-            }
-            let next = page["next"].as_u64().unwrap();
-            if next == after {
-                break;
-            }
-            after = next;
+        let stored = poll_all(proc.addr, "t").await;
+        for (id, data) in &stored {
+            assert!(
+                data.starts_with(&format!("event {id:04} ")),
+                "{name}: event {id} is not what was stored: {data}"
+            );
         }
+        let kept = stored.len();
         if name.starts_with("flip inside") || name.starts_with("mark") {
             assert!(kept >= 1950, "{name}: only {kept} of 2000 kept:\n{report}");
         }

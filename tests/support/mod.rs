@@ -498,3 +498,53 @@ pub fn gunzip_envelope(data: &str) -> String {
         .unwrap();
     out
 }
+
+/// Every stored event of `topic`, `(id, data as text)`, read page by page
+/// through `/poll`.
+pub async fn poll_all(addr: SocketAddr, topic: &str) -> Vec<(u64, String)> {
+    let mut out = Vec::new();
+    let mut after = 0;
+    loop {
+        let (_, page) = get_json(
+            addr,
+            &format!("/poll?topic={topic}&after={after}&limit=1000"),
+        )
+        .await;
+        for e in page["events"].as_array().unwrap() {
+            out.push((
+                e["id"].as_u64().unwrap(),
+                e["data"].as_str().unwrap().to_string(),
+            ));
+        }
+        let next = page["next"].as_u64().unwrap();
+        if next == after {
+            return out;
+        }
+        after = next;
+    }
+}
+
+/// `POST /publish` of `body` on a fresh connection to a server that may be
+/// killed at any moment: the answer's JSON, or `None` once the server is
+/// gone (or refused the request).
+pub async fn try_publish(addr: SocketAddr, body: String) -> Option<Value> {
+    let stream = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr))
+        .await
+        .ok()?
+        .ok()?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .ok()?;
+    tokio::spawn(conn);
+    let req = Request::post("/publish")
+        .header("host", "x")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .ok()?;
+    let resp = send.send_request(req).await.ok()?;
+    if resp.status() != 200 {
+        return None;
+    }
+    let body = resp.into_body().collect().await.ok()?.to_bytes();
+    serde_json::from_slice(&body).ok()
+}
