@@ -156,13 +156,18 @@ async fn no_id_is_given_twice_across_sigkills_with_fsync_batch() {
     let _ = proc.child.wait();
 }
 
-/// Publishes one event and returns its id.
+/// Publishes `data` on topic `crash` and returns its id.
 async fn server_publish(addr: std::net::SocketAddr, data: &str) -> u64 {
+    publish_data(addr, "crash", data).await
+}
+
+/// Publishes one event and returns its id.
+async fn publish_data(addr: std::net::SocketAddr, topic: &str, data: &str) -> u64 {
     let (status, v) = post(
         addr,
         "/publish",
         "application/json",
-        json!({"topic":"crash","data":data}).to_string(),
+        json!({"topic":topic,"data":data}).to_string(),
     )
     .await;
     assert_eq!(status, 200, "{v}");
@@ -348,15 +353,7 @@ async fn a_damaged_data_directory_is_refused_by_name_and_repair_keeps_every_inta
 }
 
 async fn server_publish_topic(addr: std::net::SocketAddr, topic: &str) -> u64 {
-    let (status, v) = post(
-        addr,
-        "/publish",
-        "application/json",
-        json!({"topic":topic,"data":"new"}).to_string(),
-    )
-    .await;
-    assert_eq!(status, 200, "{v}");
-    v["ids"][0].as_u64().unwrap()
+    publish_data(addr, topic, "new").await
 }
 
 /// Damages a copied data directory.
