@@ -121,6 +121,7 @@ impl Breaker {
     }
 
     /// Failures in a row right now.
+    #[cfg(test)]
     pub fn consecutive(&self) -> u32 {
         self.consecutive.load(Ordering::Relaxed)
     }

@@ -76,11 +76,6 @@ impl<K: PluginKind> Typed<K> {
         })
     }
 
-    /// The untyped plugin (for `/stats` and the like).
-    pub fn plugin(&self) -> &Arc<Plugin> {
-        &self.plugin
-    }
-
     /// Runs `f` with this handle on the plugin pool (never on the threads
     /// log reads use) and awaits it; refused at once when the plugin's
     /// queue is full (see [`crate::guard`]).

@@ -60,6 +60,9 @@ struct Shared {
     /// Highest id handed out or reserved by a run that crashed (0 before
     /// the first event): subscribers may have seen every id up to it.
     head: AtomicU64,
+    /// Every id up to here is reserved in the mark (fsynced): the appender
+    /// hands them out without touching the mark file or its lock.
+    reserved: AtomicU64,
     /// Highest id actually stored: the `prev` of the next block.
     stored_last: AtomicU64,
     /// Highest id removed by retention; replay from before it needs a reset.
@@ -357,6 +360,12 @@ impl Shared {
             db,
             fsync: config.fsync,
             head: AtomicU64::new(state.reserved),
+            // No mark (cluster mode): nothing to reserve.
+            reserved: AtomicU64::new(if mark.is_some() {
+                state.reserved
+            } else {
+                u64::MAX
+            }),
             stored_last: AtomicU64::new(state.durable),
             trimmed: AtomicU64::new(state.trimmed),
             count: AtomicU64::new(0),
@@ -386,20 +395,19 @@ impl Shared {
             .map_err(|e| LogError::Append(format!("cannot write the id high-water mark: {e}")))
     }
 
-    /// The highest id the mark has reserved (`u64::MAX` in cluster mode).
-    fn reserved(&self) -> u64 {
-        match &self.mark {
-            Some(m) => m.lock().unwrap_or_else(|e| e.into_inner()).state().reserved,
-            None => u64::MAX,
-        }
+    /// Reserves ids up to `want` in the mark (fsynced) before any is used.
+    fn reserve(&self, want: u64) -> Result<(), LogError> {
+        self.update_mark(|s| s.reserved = s.reserved.max(want))?;
+        self.reserved.fetch_max(want, Ordering::AcqRel);
+        Ok(())
     }
 
     /// Flushes sled and records what is now durable in the mark (at most
-    /// every [`DURABLE_EVERY`], or always when `force`).
-    fn flush(&self, last_durable_write: &mut Instant, force: bool) -> Result<(), LogError> {
+    /// every [`DURABLE_EVERY`]).
+    fn flush(&self, last_durable_write: &mut Instant) -> Result<(), LogError> {
         let stored = self.stored_last.load(Ordering::Acquire);
         guarded(&self.dir, "flushing", || Ok(self.db.flush()?))?;
-        if force || last_durable_write.elapsed() >= DURABLE_EVERY {
+        if last_durable_write.elapsed() >= DURABLE_EVERY {
             self.update_mark(|s| s.durable = s.durable.max(stored))?;
             *last_durable_write = Instant::now();
         }
@@ -711,7 +719,9 @@ enum Slot {
 fn commit(shared: &Shared, jobs: &mut [Job]) -> Committed {
     let time_ms = now_ms();
     let mut next = shared.head.load(Ordering::Acquire) + 1;
-    let mut reserved = shared.reserved();
+    // An atomic, not the mark's lock: the background thread holds that lock
+    // while it fsyncs the durable watermark, and commits must not wait.
+    let mut reserved = shared.reserved.load(Ordering::Acquire);
     let mut prev = shared.stored_last.load(Ordering::Acquire);
     let mut batch = sled::Batch::default();
     let mut block: Option<block::BlockWriter> = None;
@@ -781,7 +791,7 @@ fn commit(shared: &Shared, jobs: &mut [Job]) -> Committed {
         // Ids past the reservation are reserved (and fsynced) before use.
         if new_count > 0 && next + new_count - 1 > reserved {
             let want = next + new_count - 1 + mark::RESERVE_BLOCK;
-            if let Err(e) = shared.update_mark(|s| s.reserved = s.reserved.max(want)) {
+            if let Err(e) = shared.reserve(want) {
                 results.push(Err(e));
                 continue;
             }

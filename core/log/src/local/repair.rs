@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 const LOST_MARK_MARGIN: u64 = 4 * mark::RESERVE_BLOCK;
 
 /// What a repair did.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default)]
 pub struct RepairReport {
     /// The data directory.
     pub dir: PathBuf,

@@ -37,7 +37,7 @@ pub(super) fn run(
             next_enforce = now + cfg.interval;
         }
         if flush.is_some() {
-            if let Err(err) = shared.flush(&mut last_durable_write, false) {
+            if let Err(err) = shared.flush(&mut last_durable_write) {
                 tracing::error!(error = %err, "flushing the log failed");
             }
         }

@@ -71,11 +71,6 @@ impl Ingest {
         Ingest { log, max_event }
     }
 
-    /// The largest event, in bytes of data.
-    pub fn max_event(&self) -> usize {
-        self.max_event
-    }
-
     /// Checks `events`, runs `transforms` over them in order and appends
     /// what comes out; returns the ids (empty when the transforms dropped
     /// everything). All or nothing.
