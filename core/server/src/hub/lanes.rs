@@ -95,7 +95,9 @@ const LANE_BACKLOG: usize = 256;
 /// Runs one route's filters, in commit order, and queues what they keep.
 fn run_lane(rx: mpsc::Receiver<LaneJob>, topics: Arc<Mutex<TopicMetrics>>, lagged: Counter) {
     while let Ok(job) = rx.recv() {
-        let mut delivered: HashMap<usize, u64> = HashMap::new();
+        // Once per event, not per delivery.
+        let facts: Vec<Facts<'_>> = job.events.iter().map(|e| Facts::of_event(e)).collect();
+        let mut delivered = vec![0u64; job.events.len()];
         for (group, subs) in &job.groups {
             // Subscribers of one group share user and selectors, so they
             // matched the same events; the union keeps it exact anyway.
@@ -117,16 +119,16 @@ fn run_lane(rx: mpsc::Receiver<LaneJob>, topics: Arc<Mutex<TopicMetrics>>, lagge
             }
             for (sub, ix) in subs {
                 for &i in ix {
-                    let ev = &job.events[i as usize];
-                    if keep[i as usize] && sub.offer(ev, &Facts::of_event(ev), &lagged) {
-                        *delivered.entry(i as usize).or_default() += 1;
+                    let i = i as usize;
+                    if keep[i] && sub.offer(&job.events[i], &facts[i], &lagged) {
+                        delivered[i] += 1;
                     }
                 }
             }
         }
         let mut topics = topics.lock().unwrap_or_else(|e| e.into_inner());
-        for (i, n) in delivered {
-            topics.get(&job.events[i].topic).delivered.increment(n);
+        for (e, n) in job.events.iter().zip(delivered).filter(|(_, n)| *n > 0) {
+            topics.get(&e.topic).delivered.increment(n);
         }
     }
 }

@@ -135,6 +135,20 @@ struct Inner {
     lanes: Lanes,
 }
 
+/// Filtered subscribers with their matched events, grouped by filter group.
+fn by_group(subs: impl Iterator<Item = (Arc<Subscriber>, Vec<u32>)>) -> Vec<lanes::GroupWork> {
+    let mut groups: HashMap<*const FilterGroup, lanes::GroupWork> = HashMap::new();
+    for (s, ix) in subs {
+        let Some(g) = &s.filter else { continue };
+        groups
+            .entry(Arc::as_ptr(g))
+            .or_insert_with(|| (g.clone(), Vec::new()))
+            .1
+            .push((s.clone(), ix));
+    }
+    groups.into_values().collect()
+}
+
 /// The fan-out hub; clones share it.
 #[derive(Clone)]
 pub struct Hub {
@@ -266,14 +280,9 @@ impl Hub {
         inner
             .events
             .fetch_add(events.len() as u64, Ordering::Relaxed);
-        // Per filter group: its subscribers (with a position per
-        // subscriber) and the events each matched.
-        type Pending = (
-            Arc<FilterGroup>,
-            Vec<(Arc<Subscriber>, Vec<u32>)>,
-            HashMap<u64, usize>,
-        );
-        let mut filtered: HashMap<*const FilterGroup, Pending> = HashMap::new();
+        // Per filtered subscriber (one lookup per matched event): the
+        // events it matched. Grouped by filter group once, after the loop.
+        let mut filtered: HashMap<u64, (Arc<Subscriber>, Vec<u32>)> = HashMap::new();
         {
             let routes = read(&inner.routes);
             let mut topics = inner.topics.lock().unwrap_or_else(|e| e.into_inner());
@@ -281,18 +290,13 @@ impl Hub {
                 let facts = Facts::of_event(ev);
                 let mut delivered = 0u64;
                 let mut offer = |s: &Arc<Subscriber>| match &s.filter {
-                    Some(g) => {
+                    Some(_) => {
                         if !s.may_see(&facts) {
                             return;
                         }
-                        let (_, subs, at) = filtered
-                            .entry(Arc::as_ptr(g))
-                            .or_insert_with(|| (g.clone(), Vec::new(), HashMap::new()));
-                        let pos = *at.entry(s.key).or_insert_with(|| {
-                            subs.push((s.clone(), Vec::new()));
-                            subs.len() - 1
-                        });
-                        let ix = &mut subs[pos].1;
+                        let (_, ix) = filtered
+                            .entry(s.key)
+                            .or_insert_with(|| (s.clone(), Vec::new()));
                         // Several selectors may match one event: once.
                         if ix.last() != Some(&(i as u32)) {
                             ix.push(i as u32);
@@ -324,7 +328,7 @@ impl Hub {
         if !filtered.is_empty() {
             inner
                 .lanes
-                .dispatch(events, filtered.into_values().map(|(g, subs, _)| (g, subs)));
+                .dispatch(events, by_group(filtered.into_values()).into_iter());
         }
         inner.appended.notify_waiters();
     }
