@@ -151,6 +151,31 @@ async fn no_id_is_given_twice_across_sigkills_with_fsync_batch() {
         record(&mut ids, *id, data, "replay");
     }
     assert!(!stored.is_empty());
+    // A client whose Last-Event-ID lies in the gap the last crash left (ids
+    // reserved, never stored) resumes seamlessly: no `reset`, just the
+    // events after its id.
+    let last_stored = stored.iter().map(|(id, _)| *id).max().unwrap();
+    let (_, stats) = get_json(proc.addr, "/stats").await;
+    let head = stats["log"]["last_id"].as_u64().unwrap();
+    assert!(
+        head > last_stored,
+        "a crash leaves reserved ids unused: {head} vs {last_stored}"
+    );
+    let mut sse = Sse::open(
+        proc.addr,
+        "/events?topic=crash",
+        &[("last-event-id", &(last_stored + 1).to_string())],
+    )
+    .await;
+    assert_eq!(sse.connected().await["last_id"], head);
+    let id = server_publish(proc.addr, "after the gap").await;
+    assert!(id > head);
+    let next = sse.next().await;
+    assert_eq!(
+        (next.kind.as_str(), next.last_id, next.data.as_str()),
+        ("message", id.to_string(), "after the gap"),
+        "a resume from inside the gap got something else first"
+    );
     let mut proc = proc;
     let _ = proc.child.kill();
     let _ = proc.child.wait();
