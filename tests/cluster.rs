@@ -157,6 +157,24 @@ async fn three_nodes_one_history_in_order() {
     let (_, a) = publish_on(n1.addr, keyed.clone()).await;
     let (_, b) = publish_on(n3.addr, keyed).await;
     assert_eq!(a["ids"], b["ids"]);
+    // The same key with other content is a conflict on any node, and the
+    // whole request stores nothing.
+    let (status, body) = publish_on(
+        n2.addr,
+        json!([{ "topic": "orders", "data": "fine" }, { "topic": "orders", "data": 2, "id": "order-77" }]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"], "id_conflict");
+    let (_, page) = get_json(n1.addr, "/poll?topic=orders&after=0&limit=1000").await;
+    assert!(
+        page["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["data"] != "fine"),
+        "{page}"
+    );
     // Presence: every node sees three nodes and the two subscribers.
     let stats = wait_stats(n1.addr, |s| {
         s["cluster"]["nodes"] == 3 && s["cluster"]["connections"] == 2
