@@ -126,12 +126,12 @@ pub async fn poll<B>(
         let (events, next) = tokio::task::spawn_blocking(move || {
             let mut events: Vec<PolledEvent> = Vec::new();
             let mut batch = BatchBuilder::default();
+            let audience = Audience {
+                selectors: &selectors,
+                user: user.as_deref(),
+                admission: None,
+            };
             let next = log.scan(after, head, MAX_SCAN, |id, view| {
-                let audience = Audience {
-                    selectors: &selectors,
-                    user: user.as_deref(),
-                    admission: None,
-                };
                 if audience.admits(&Facts::of_view(&view)) {
                     if filter.is_some() {
                         batch.push(id, view.time_ms, view.topic, view.kind, view.data, view.to);
