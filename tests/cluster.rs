@@ -8,12 +8,8 @@ use http::{Method, StatusCode};
 use serde_json::{json, Value};
 use spout::config::{ClusterBackend, ClusterConfig};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use support::*;
-use tokio::net::{TcpListener, TcpStream};
-use tokio_util::sync::CancellationToken;
 
 fn redis_url() -> String {
     std::env::var("SPOUT_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
@@ -223,53 +219,6 @@ async fn a_client_resumes_on_another_node_with_its_last_event_id() {
     assert_eq!(polled, want);
     for n in [n1, n2, n3] {
         n.stop().await;
-    }
-}
-
-/// A TCP proxy in front of Redis that a test can cut and restore, to take
-/// Redis away from one node while the others keep it.
-struct Proxy {
-    addr: SocketAddr,
-    open: Arc<AtomicBool>,
-    cut: Arc<Mutex<CancellationToken>>,
-}
-
-impl Proxy {
-    async fn start(upstream: SocketAddr) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let open = Arc::new(AtomicBool::new(true));
-        let cut = Arc::new(Mutex::new(CancellationToken::new()));
-        let (o, c) = (open.clone(), cut.clone());
-        tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                if !o.load(Ordering::Acquire) {
-                    continue; // dropped: connection refused in effect
-                }
-                let token = c.lock().unwrap().clone();
-                tokio::spawn(async move {
-                    let Ok(mut out) = TcpStream::connect(upstream).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = token.cancelled() => {}
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut out) => {}
-                    }
-                });
-            }
-        });
-        Proxy { addr, open, cut }
-    }
-
-    fn cut(&self) {
-        self.open.store(false, Ordering::Release);
-        let mut t = self.cut.lock().unwrap();
-        t.cancel();
-        *t = CancellationToken::new();
-    }
-
-    fn restore(&self) {
-        self.open.store(true, Ordering::Release);
     }
 }
 

@@ -19,6 +19,7 @@ mod limits;
 mod mercure;
 mod ops;
 mod pipeline;
+mod relays;
 mod replay;
 mod schema;
 mod shaping;

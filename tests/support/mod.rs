@@ -499,7 +499,8 @@ pub fn gunzip_envelope(data: &str) -> String {
     out
 }
 
-/// Every stored event of `topic`, `(id, data as text)`, read page by page
+/// Every stored event of `topic`, `(id, data as text)` (JSON data as JSON
+/// text), read page by page
 /// through `/poll`.
 pub async fn poll_all(addr: SocketAddr, topic: &str) -> Vec<(u64, String)> {
     let mut out = Vec::new();
@@ -513,7 +514,10 @@ pub async fn poll_all(addr: SocketAddr, topic: &str) -> Vec<(u64, String)> {
         for e in page["events"].as_array().unwrap() {
             out.push((
                 e["id"].as_u64().unwrap(),
-                e["data"].as_str().unwrap().to_string(),
+                // Text as is; JSON data as JSON text.
+                e["data"]
+                    .as_str()
+                    .map_or_else(|| e["data"].to_string(), str::to_owned),
             ));
         }
         let next = page["next"].as_u64().unwrap();
@@ -547,4 +551,54 @@ pub async fn try_publish(addr: SocketAddr, body: String) -> Option<Value> {
     }
     let body = resp.into_body().collect().await.ok()?.to_bytes();
     serde_json::from_slice(&body).ok()
+}
+
+/// A TCP proxy in front of a service (Redis, a broker) that a test can cut
+/// and restore, to take the service away from one server while the rest of
+/// the machine keeps it.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    open: Arc<std::sync::atomic::AtomicBool>,
+    cut: Arc<std::sync::Mutex<tokio_util::sync::CancellationToken>>,
+}
+
+impl Proxy {
+    pub async fn start(upstream: SocketAddr) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let open = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let cut = Arc::new(std::sync::Mutex::new(
+            tokio_util::sync::CancellationToken::new(),
+        ));
+        let (o, c) = (open.clone(), cut.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !o.load(std::sync::atomic::Ordering::Acquire) {
+                    continue; // dropped: connection refused in effect
+                }
+                let token = c.lock().unwrap().clone();
+                tokio::spawn(async move {
+                    let Ok(mut out) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = token.cancelled() => {}
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut out) => {}
+                    }
+                });
+            }
+        });
+        Proxy { addr, open, cut }
+    }
+
+    pub fn cut(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::Release);
+        let mut t = self.cut.lock().unwrap();
+        t.cancel();
+        *t = tokio_util::sync::CancellationToken::new();
+    }
+
+    pub fn restore(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::Release);
+    }
 }

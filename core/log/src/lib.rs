@@ -251,6 +251,12 @@ pub trait Backend: Send + Sync {
     fn is_ready(&self) -> bool;
     /// Stops its threads or tasks and makes everything durable.
     fn close(&self) -> Result<(), LogError>;
+    /// Makes everything appended so far durable now, whatever the `fsync`
+    /// mode (a relay acknowledges its broker only after this). Backends
+    /// whose appends are durable when they return need do nothing.
+    fn sync(&self) -> BoxFuture<'_, Result<(), LogError>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// A handle to the open log; clones share it.
@@ -330,6 +336,12 @@ impl EventLog {
     /// (and fsynced, with `fsync = "always"`). A request is all or nothing.
     pub async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<u64>, LogError> {
         self.inner.backend.append(events).await
+    }
+
+    /// Makes every event appended so far durable, whatever the `fsync`
+    /// mode: what a broker source waits for before acknowledging.
+    pub async fn sync(&self) -> Result<(), LogError> {
+        self.inner.backend.sync().await
     }
 
     /// Highest id given out (0 when nothing was ever appended). After a

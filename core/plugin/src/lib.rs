@@ -368,6 +368,20 @@ impl Runtime {
                     .into()
             }
         };
+        let fingerprint = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (
+                &bytes[..],
+                &config,
+                limits.memory,
+                limits.time,
+                limits.concurrency,
+                limits.queue,
+            )
+                .hash(&mut h);
+            h.finish()
+        };
         let component = self.cache.component(&self.engine, &bytes)?;
         check_imports(&self.engine, &component)?;
         let pre = self
@@ -404,6 +418,7 @@ impl Runtime {
             call_count: AtomicU64::new(0),
             error_count: AtomicU64::new(0),
             describe: String::new(),
+            fingerprint,
             name,
         };
         let (first, describe) = plugin.instantiate().map_err(|e| match e {
@@ -550,6 +565,9 @@ pub struct Plugin {
     threads: tokio::runtime::Handle,
     /// Calls refused because it was busy or its circuit open.
     busy_count: AtomicU64,
+    /// Hash of its component, config and limits (a reload keeps what uses
+    /// an unchanged plugin running).
+    fingerprint: u64,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -562,6 +580,12 @@ impl std::fmt::Debug for Plugin {
 }
 
 impl Plugin {
+    /// Hash of its component bytes, config and limits: equal for a plugin
+    /// a reload loaded again unchanged.
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
+
     /// The name it was declared under (`[plugins.NAME]`).
     pub fn name(&self) -> &str {
         &self.name

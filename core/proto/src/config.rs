@@ -188,13 +188,16 @@ fn default_index() -> String {
     "index.html".into()
 }
 
-/// `[[source]]`: a source plugin and how the host drives it: exactly one
-/// of `every` (timer), `tail` (a file) or `webhook` (`POST /hooks/NAME`).
+/// `[[source]]`: where events are born and how the host drives it: exactly
+/// one of `every` (timer), `tail` (a file), `webhook` (`POST /hooks/NAME`),
+/// or a broker (`postgres`, `nats`, `amqp`, `mqtt`, `redis`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceDecl {
-    /// A `[plugins.NAME]` of the source kind.
-    pub plugin: Spanned<String>,
+    /// A `[plugins.NAME]` of the source kind: required for timers, files
+    /// and webhooks; for a broker it maps each message to events.
+    #[serde(default)]
+    pub plugin: Option<Spanned<String>>,
     /// Call the plugin's `poll` this often; what it returns is published.
     #[serde(default, deserialize_with = "positive_duration_opt")]
     pub every: Option<Duration>,
@@ -210,6 +213,39 @@ pub struct SourceDecl {
     /// denial is the HTTP answer and nothing is published.
     #[serde(default)]
     pub webhook: Option<Spanned<String>>,
+    /// Drain a PostgreSQL outbox table.
+    #[serde(default)]
+    pub postgres: Option<Spanned<crate::brokers::PostgresSource>>,
+    /// Consume a NATS JetStream stream.
+    #[serde(default)]
+    pub nats: Option<Spanned<crate::brokers::NatsSource>>,
+    /// Consume a RabbitMQ queue.
+    #[serde(default)]
+    pub amqp: Option<Spanned<crate::brokers::AmqpSource>>,
+    /// Subscribe to MQTT topics.
+    #[serde(default)]
+    pub mqtt: Option<Spanned<crate::brokers::MqttSource>>,
+    /// Read a Redis stream as a consumer group.
+    #[serde(default)]
+    pub redis: Option<Spanned<crate::brokers::RedisSource>>,
+    /// A broker source's name in `/stats`, metrics and idempotency keys
+    /// (default: kind and target, e.g. `postgres:spout_outbox`).
+    #[serde(default)]
+    pub name: Option<Spanned<String>>,
+    /// Without a plugin, a message that is not a `/publish` JSON object is
+    /// published to this topic with its body as data; `{subject}` is
+    /// replaced by the broker subject as a topic (`orders.eu.42` →
+    /// `orders/eu/42`).
+    #[serde(default)]
+    pub topic: Option<Spanned<String>>,
+    /// Where a message that cannot become events goes, with the reason
+    /// (default `spout/dead-letter`).
+    #[serde(default)]
+    pub dead_letter: Option<Spanned<String>>,
+    /// A dotted field of the JSON body that is the message's identity,
+    /// for protocols without a stable one (MQTT; AMQP without `message-id`).
+    #[serde(default)]
+    pub id_field: Option<Spanned<String>>,
     /// Transform plugins run on the produced events before they are stored.
     #[serde(default)]
     pub transforms: Vec<Spanned<String>>,

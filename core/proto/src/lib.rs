@@ -12,6 +12,7 @@
 
 #![warn(missing_docs)]
 
+pub mod brokers;
 pub mod config;
 pub mod event;
 pub mod publish;

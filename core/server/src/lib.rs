@@ -43,7 +43,7 @@ pub mod tickets;
 pub mod tls;
 pub mod visibility;
 
-pub use spout_proto::{config, event, publish, sse, topic};
+pub use spout_proto::{brokers, config, event, publish, sse, topic};
 
 /// `spout bench` (the `spout-bench` crate).
 pub use spout_bench as bench;

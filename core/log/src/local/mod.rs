@@ -630,6 +630,20 @@ impl Backend for SledLog {
         })?;
         Ok(())
     }
+    fn sync(&self) -> BoxFuture<'_, Result<(), LogError>> {
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            if shared.fsync == Fsync::Always {
+                return Ok(());
+            }
+            tokio::task::spawn_blocking(move || {
+                guarded(&shared.dir, "flushing", || Ok(shared.db.flush()?))
+            })
+            .await
+            .map_err(|e| LogError::Append(format!("flush: {e}")))?
+            .map(|_| ())
+        })
+    }
 }
 
 fn run_appender(shared: Arc<Shared>, rx: mpsc::Receiver<Job>, fanout: Arc<FanOut>) {

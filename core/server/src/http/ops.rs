@@ -76,6 +76,7 @@ pub fn stats(app: &App) -> Response<Body> {
             })
         })
         .collect();
+    let relays = app.sources.statuses();
     let reload = app.reload.lock().unwrap_or_else(|e| e.into_inner()).clone();
     json_response(
         StatusCode::OK,
@@ -118,7 +119,26 @@ pub fn stats(app: &App) -> Response<Body> {
                         v["transforms"] = json!(s.transforms.iter().map(|t| t.name()).collect::<Vec<_>>());
                     }
                     v
-                }).collect::<Vec<_>>(),
+                }).chain(pipeline.brokers.iter().map(|b| {
+                    let mut v = json!({
+                        "name": b.name,
+                        "kind": b.kind.as_str(),
+                        "dead_letter": b.dead_letter,
+                    });
+                    // State, last error, messages, lag: the relay's figures.
+                    if let Some(status) = relays.iter().find(|r| r["name"] == b.name.as_str()) {
+                        if let (Some(v), Some(s)) = (v.as_object_mut(), status.as_object()) {
+                            v.extend(s.iter().map(|(k, x)| (k.clone(), x.clone())));
+                        }
+                    }
+                    if let Some(p) = &b.plugin {
+                        v["plugin"] = json!(p.name());
+                    }
+                    if !b.transforms.is_empty() {
+                        v["transforms"] = json!(b.transforms.iter().map(|t| t.name()).collect::<Vec<_>>());
+                    }
+                    v
+                })).collect::<Vec<_>>(),
                 "filter_groups": app.groups.count(),
                 "last_reload": reload,
             },

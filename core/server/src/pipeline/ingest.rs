@@ -48,6 +48,27 @@ impl IngestError {
     }
 }
 
+/// One broker message's events and the key that makes storing them
+/// idempotent (`None`: the message has no stable identity).
+#[derive(Debug)]
+pub struct Keyed {
+    /// The message's idempotency key.
+    pub key: Option<String>,
+    /// What it became.
+    pub events: Vec<NewEvent>,
+}
+
+/// Why a [`Ingest::ingest_keyed`] stored nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyedError {
+    /// This message (by index) was refused or failed.
+    #[error("{1}")]
+    Message(usize, IngestError),
+    /// The batch as a whole failed (the log, a transform's pool).
+    #[error(transparent)]
+    Batch(IngestError),
+}
+
 /// The ingest path: the log and the size every event must stay under.
 #[derive(Clone)]
 pub struct Ingest {
@@ -71,6 +92,16 @@ impl Ingest {
         Ingest { log, max_event }
     }
 
+    /// Makes every stored event durable now (see [`EventLog::sync`]).
+    pub async fn sync(&self) -> Result<(), IngestError> {
+        Ok(self.log.sync().await?)
+    }
+
+    /// The largest event data accepted, in bytes.
+    pub fn max_event(&self) -> usize {
+        self.max_event
+    }
+
     /// Checks `events`, runs `transforms` over them in order and appends
     /// what comes out; returns the ids (empty when the transforms dropped
     /// everything). All or nothing.
@@ -90,6 +121,72 @@ impl Ingest {
             return Ok(Vec::new());
         }
         Ok(self.log.append(events).await?)
+    }
+
+    /// Ingests the events of several broker messages in one log append:
+    /// each message's events are checked and transformed apart from the
+    /// others, then keyed with the message's key (`KEY`, or `KEY#i` when
+    /// it became several events), so a redelivered message stores nothing
+    /// twice whatever its transforms did. All or nothing; a message whose
+    /// events are refused is named in the error.
+    pub async fn ingest_keyed(
+        &self,
+        from: Producer<'_>,
+        messages: Vec<Keyed>,
+        transforms: &[TransformPlugin],
+    ) -> Result<Vec<u64>, KeyedError> {
+        if let Producer::Source(plugin) = from {
+            for (i, m) in messages.iter().enumerate() {
+                for e in &m.events {
+                    check_event(plugin, e, self.max_event)
+                        .map_err(|e| KeyedError::Message(i, IngestError::SourceInvalid(e)))?;
+                }
+            }
+        }
+        let messages = match transforms.first() {
+            None => messages,
+            Some(first) => {
+                let chain = transforms.to_vec();
+                let max_event = self.max_event;
+                first
+                    .run(move |_| {
+                        Ok(messages
+                            .into_iter()
+                            .enumerate()
+                            .map(|(i, m)| {
+                                let events = chain
+                                    .iter()
+                                    .try_fold(m.events, |events, plugin| {
+                                        transform(plugin, events, max_event)
+                                    })
+                                    .map_err(|e| KeyedError::Message(i, e))?;
+                                Ok(Keyed { key: m.key, events })
+                            })
+                            .collect::<Result<Vec<_>, KeyedError>>())
+                    })
+                    .await
+                    .map_err(|e| KeyedError::Batch(IngestError::TransformFailed(e)))??
+            }
+        };
+        let mut events = Vec::new();
+        for m in messages {
+            let n = m.events.len();
+            for (i, mut e) in m.events.into_iter().enumerate() {
+                e.key = match (&m.key, n) {
+                    (None, _) => None,
+                    (Some(k), 1) => Some(k.clone()),
+                    (Some(k), _) => Some(format!("{k}#{i}")),
+                };
+                events.push(e);
+            }
+        }
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.log
+            .append(events)
+            .await
+            .map_err(|e| KeyedError::Batch(e.into()))
     }
 
     /// Runs a transform chain over the events on the plugin pool (plugin

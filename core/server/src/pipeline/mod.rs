@@ -5,6 +5,7 @@
 //! to the side and swaps it in whole, so a request sees one generation.
 
 pub mod auth;
+pub mod brokers;
 pub mod ingest;
 pub mod reload;
 pub mod source;
@@ -106,6 +107,9 @@ pub struct SourceRoute {
     pub driver: Driver,
     /// Transforms run on its events before they are stored.
     pub transforms: Vec<TransformPlugin>,
+    /// Equal for an unchanged declaration with unchanged plugins: a reload
+    /// keeps such a source running.
+    pub fingerprint: u64,
 }
 
 /// The loaded plugins, for wiring config slots.
@@ -185,6 +189,8 @@ pub struct Pipeline {
     pub publish: PublishRules,
     /// Sources: timers, tailed files, webhooks.
     pub sources: Vec<SourceRoute>,
+    /// Broker sources: outbox, JetStream, AMQP, MQTT, Redis Streams.
+    pub brokers: Vec<brokers::BrokerRoute>,
     /// The Mercure hub's plugins.
     pub mercure: MercureRules,
     /// Static file routes, longest prefix first.
@@ -385,10 +391,47 @@ impl Pipeline {
         };
 
         let mut sources: Vec<SourceRoute> = Vec::new();
+        let mut relays: Vec<brokers::BrokerRoute> = Vec::new();
         for (i, src) in config.sources.iter().enumerate() {
             let route = format!("source[{i}]");
+            if brokers::is_broker(src) {
+                let relay = brokers::resolve(src, i, &wiring, origin)?;
+                if let Some(other) = relays.iter().find(|r| r.name == relay.name) {
+                    let span = src.name.as_ref().map_or(0..0, |n| n.span());
+                    return Err(origin.error(
+                        span,
+                        format!("{route}.name"),
+                        format!(
+                            "{route}: source name `{}` is used twice; give one a `name`",
+                            other.name
+                        ),
+                    ));
+                }
+                relays.push(relay);
+                continue;
+            }
+            let broker_only = [
+                ("name", src.name.as_ref()),
+                ("topic", src.topic.as_ref()),
+                ("dead_letter", src.dead_letter.as_ref()),
+                ("id_field", src.id_field.as_ref()),
+            ];
+            if let Some((key, Some(v))) = broker_only.iter().find(|(_, v)| v.is_some()) {
+                return Err(origin.error(
+                    v.span(),
+                    format!("{route}.{key}"),
+                    format!("{route}: `{key}` is for broker sources (postgres, nats, amqp, mqtt, redis)"),
+                ));
+            }
+            let Some(plugin) = &src.plugin else {
+                return Err(origin.error(
+                    0..0,
+                    route.clone(),
+                    format!("{route}: a source needs a `plugin` (for `every`, `tail` or `webhook`) or a broker (`postgres`, `nats`, `amqp`, `mqtt`, `redis`)"),
+                ));
+            };
             let plugin = wiring
-                .slot(&src.plugin, format!("{route}.plugin"), &route)
+                .slot(plugin, format!("{route}.plugin"), &route)
                 .wire::<kinds::Source>()?;
             let driver = match (&src.every, &src.tail, &src.webhook) {
                 (Some(every), None, None) => Driver::Every(*every),
@@ -423,13 +466,13 @@ impl Pipeline {
                 }
                 _ => {
                     return Err(origin.error(
-                        src.plugin.span(),
+                        src.plugin.as_ref().map_or(0..0, |p| p.span()),
                         route.clone(),
-                        format!("{route}: give exactly one of `every`, `tail` or `webhook`"),
+                        format!("{route}: give exactly one of `every`, `tail`, `webhook`, `postgres`, `nats`, `amqp`, `mqtt` or `redis`"),
                     ))
                 }
             };
-            let transforms = src
+            let transforms: Vec<TransformPlugin> = src
                 .transforms
                 .iter()
                 .enumerate()
@@ -439,10 +482,21 @@ impl Pipeline {
                         .wire::<kinds::Transform>()
                 })
                 .collect::<Result<_, _>>()?;
+            let fingerprint = {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                format!("{driver:?}").hash(&mut h);
+                plugin.fingerprint().hash(&mut h);
+                for t in &transforms {
+                    t.fingerprint().hash(&mut h);
+                }
+                h.finish()
+            };
             sources.push(SourceRoute {
                 plugin,
                 driver,
                 transforms,
+                fingerprint,
             });
         }
 
@@ -515,6 +569,7 @@ impl Pipeline {
             streams,
             publish,
             sources,
+            brokers: relays,
             mercure,
             statics,
         })

@@ -1,16 +1,29 @@
-//! Drives source plugins: a timer calls `poll`, a tailed file's new lines
-//! and a webhook's bodies go to `on-input` (the webhook's HTTP side is
-//! `http::hooks`). What a plugin returns is checked, passed through the
-//! source's transforms and appended to the log like a publisher's events.
+//! Drives sources: a timer calls a plugin's `poll`, a tailed file's new
+//! lines and a webhook's bodies go to `on-input` (the webhook's HTTP side is
+//! `http::hooks`), and brokers are relayed (`relay`, one module per
+//! protocol). What arrives is checked, passed through the source's
+//! transforms and appended to the log like a publisher's events. A reload
+//! restarts only the sources whose declaration or plugins changed.
 
+pub mod amqp;
+pub mod broker;
+// TEMP-HELPER pub mod mqtt;
+// TEMP-HELPER pub mod nats;
+pub mod postgres;
+pub mod relay;
+pub mod status;
+pub mod streams;
 pub mod tail;
 
+use super::brokers::{BrokerKind, BrokerRoute};
 use super::ingest::{Ingest, IngestError, Producer};
 use super::{Driver, SourceRoute};
 use crate::event::{now_ms, NewEvent};
 use crate::hub::Hub;
 use crate::plugin::host::ServerStats;
 use crate::plugin::wire::Returned;
+use status::SourceStatus;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -31,8 +44,16 @@ pub struct Sources {
     pub positions: Option<sled::Tree>,
     /// The data directory (tail states are kept per directory and path).
     pub data_dir: PathBuf,
-    /// Stops the running drivers.
-    running: Arc<Mutex<CancellationToken>>,
+    /// The running drivers, by declaration fingerprint.
+    running: Arc<Mutex<HashMap<u64, Running>>>,
+    /// Stops the `stats` sampler.
+    sampler: Arc<Mutex<Option<CancellationToken>>>,
+}
+
+/// A running driver: how to stop it, and a broker relay's figures.
+struct Running {
+    stop: CancellationToken,
+    status: Option<Arc<SourceStatus>>,
 }
 
 impl Sources {
@@ -50,14 +71,35 @@ impl Sources {
             stats,
             positions,
             data_dir,
-            running: Arc::new(Mutex::new(CancellationToken::new())),
+            running: Arc::new(Mutex::new(HashMap::new())),
+            sampler: Arc::new(Mutex::new(None)),
         }
     }
 
-    /// Stops the running source drivers and starts those of `pipeline`.
+    /// Starts the sources of `pipeline` that are not running yet and stops
+    /// those it no longer declares; a source whose declaration and plugins
+    /// are unchanged keeps running (and keeps its broker connection).
     pub fn restart(&self, pipeline: &super::Pipeline) {
-        let stop = CancellationToken::new();
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = HashMap::new();
+        // Two identical declarations are two sources: number repeats.
+        let mut seen: HashMap<u64, u64> = HashMap::new();
+        let mut key = |fingerprint: u64| {
+            let n = seen.entry(fingerprint).or_default();
+            *n += 1;
+            fingerprint ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        };
         for src in &pipeline.sources {
+            if matches!(src.driver, Driver::Webhook(_)) {
+                // Served by `POST /hooks/NAME` with the current pipeline.
+                continue;
+            }
+            let k = key(src.fingerprint);
+            if let Some(r) = running.remove(&k) {
+                next.insert(k, r);
+                continue;
+            }
+            let stop = CancellationToken::new();
             match &src.driver {
                 Driver::Every(every) => {
                     tokio::spawn(drive_timer(self.clone(), src.clone(), *every, stop.clone()));
@@ -71,28 +113,94 @@ impl Sources {
                         stop.clone(),
                     );
                 }
-                // Served by `POST /hooks/NAME` with the current pipeline.
                 Driver::Webhook(_) => {}
             }
+            next.insert(k, Running { stop, status: None });
         }
-        if !pipeline.sources.is_empty() {
+        for route in &pipeline.brokers {
+            let k = key(route.fingerprint);
+            if let Some(r) = running.remove(&k) {
+                next.insert(k, r);
+                continue;
+            }
+            let stop = CancellationToken::new();
+            let status = self.spawn_relay(route.clone(), stop.clone());
+            next.insert(
+                k,
+                Running {
+                    stop,
+                    status: Some(status),
+                },
+            );
+        }
+        for (_, gone) in running.drain() {
+            gone.stop.cancel();
+        }
+        *running = next;
+        let wanted = !pipeline.sources.is_empty() || !pipeline.brokers.is_empty();
+        let mut sampler = self.sampler.lock().unwrap_or_else(|e| e.into_inner());
+        if wanted && sampler.is_none() {
+            let stop = CancellationToken::new();
             tokio::spawn(sample_stats(
                 self.hub.clone(),
                 self.stats.clone(),
                 stop.clone(),
             ));
+            *sampler = Some(stop);
         }
-        let mut current = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        current.cancel();
-        *current = stop;
+    }
+
+    /// Starts relaying broker source `route` until `stop`.
+    fn spawn_relay(&self, route: BrokerRoute, stop: CancellationToken) -> Arc<SourceStatus> {
+        let status = Arc::new(SourceStatus::new(&route.name, route.kind.as_str()));
+        let kind = route.kind.clone();
+        let relay = relay::Relay {
+            route,
+            ingest: self.ingest.clone(),
+            max_event: self.ingest.max_event(),
+            status: status.clone(),
+        };
+        match kind {
+            BrokerKind::Postgres(c) => {
+                tokio::spawn(relay.run(postgres::Outbox::new(c), stop));
+            }
+            BrokerKind::Nats(_c) => { /* TEMP-HELPER */ }
+            BrokerKind::Amqp(c) => {
+                tokio::spawn(relay.run(amqp::Amqp::new(c), stop));
+            }
+            BrokerKind::Mqtt(_c) => { /* TEMP-HELPER */ }
+            BrokerKind::Redis(c) => {
+                tokio::spawn(relay.run(streams::Streams::new(c), stop));
+            }
+        }
+        status
+    }
+
+    /// The broker sources' figures (`/stats`), by name.
+    pub fn statuses(&self) -> Vec<serde_json::Value> {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let mut all: Vec<_> = running
+            .values()
+            .filter_map(|r| r.status.as_ref().map(|s| s.to_json()))
+            .collect();
+        all.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+        all
     }
 
     /// Stops every running driver (shutdown).
     pub fn stop(&self) {
-        self.running
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        for (_, r) in running.drain() {
+            r.stop.cancel();
+        }
+        if let Some(s) = self
+            .sampler
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .cancel();
+            .take()
+        {
+            s.cancel();
+        }
     }
 }
 
