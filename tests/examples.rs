@@ -966,3 +966,80 @@ async fn dashboard_page_charts_the_ticker_from_gzipped_batch_frames() {
     assert!(shot.exists(), "the screenshot is kept");
     hub.stop().await;
 }
+
+// ---------------------------------------------------------------------------
+// outbox: an order and its outbox row in one transaction → one SSE event
+
+/// `psql` on the test database with `search_path` set to `schema`.
+fn psql(schema: &str, args: &[&str]) {
+    let out = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "test",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-q",
+        ])
+        .args(args)
+        .env("PGOPTIONS", format!("-c search_path={schema}"))
+        .output()
+        .expect("psql runs");
+    assert!(
+        out.status.success(),
+        "psql {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn outbox_example_relays_an_order_committed_with_its_event() {
+    assert_readme_runs(
+        "outbox",
+        "cargo run --release -- serve --config examples/outbox/config.toml",
+    );
+    if !crate::relays::need("postgres") {
+        return;
+    }
+    // The example's tables in a schema of their own, on the shared database.
+    let schema = format!("spouttest_outbox_{}", std::process::id());
+    psql(
+        "public",
+        &[
+            "-c",
+            &format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"),
+        ],
+    );
+    let dir_tmp = tempfile::tempdir().unwrap();
+    let dir = copy_example("outbox", dir_tmp.path());
+    psql(&schema, &["-f", dir.join("schema.sql").to_str().unwrap()]);
+    // SAFETY: only this test reads DATABASE_URL, and it sets it first.
+    unsafe {
+        std::env::set_var(
+            "DATABASE_URL",
+            format!("host=127.0.0.1 user=postgres dbname=test options='-c search_path={schema}'"),
+        )
+    };
+    let hub = Hub::start(&dir, "127.0.0.1:0".parse().unwrap()).await;
+    let mut sse = Sse::open(hub.addr, "/events?topic=orders/**", &[]).await;
+    sse.connected().await;
+    psql(&schema, &["-f", dir.join("order.sql").to_str().unwrap()]);
+    let got = sse.events(1).await;
+    assert_eq!(got[0].kind, "order.created");
+    assert_eq!(got[0].data, r#"{"id":1,"total":42.50,"customer":"ada"}"#);
+    // The README shows exactly this frame.
+    let readme = read(&example("outbox").join("README.md"));
+    assert!(
+        readme.contains(&format!("event: order.created\ndata: {}", got[0].data)),
+        "README shows the frame"
+    );
+    // The row is gone once its event is stored: nothing is sent twice.
+    assert_eq!(
+        next_within(&mut sse, Duration::from_millis(1500)).await,
+        None
+    );
+    psql("public", &["-c", &format!("DROP SCHEMA {schema} CASCADE")]);
+}

@@ -30,7 +30,7 @@ const SERVICES: &[(&str, &str, &str)] = &[
 
 /// Whether `kind`'s service is up (starting it once if not). Under
 /// `CI=true` a service that stays down fails the test with how to start it.
-fn need(kind: &str) -> bool {
+pub(crate) fn need(kind: &str) -> bool {
     let &(_, addr, start) = SERVICES
         .iter()
         .find(|(k, _, _)| *k == kind)

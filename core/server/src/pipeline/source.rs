@@ -7,7 +7,7 @@
 
 pub mod amqp;
 pub mod broker;
-// TEMP-HELPER pub mod mqtt;
+pub mod mqtt;
 // TEMP-HELPER pub mod nats;
 pub mod postgres;
 pub mod relay;
@@ -168,7 +168,9 @@ impl Sources {
             BrokerKind::Amqp(c) => {
                 tokio::spawn(relay.run(amqp::Amqp::new(c), stop));
             }
-            BrokerKind::Mqtt(_c) => { /* TEMP-HELPER */ }
+            BrokerKind::Mqtt(c) => {
+                tokio::spawn(relay.run(mqtt::Mqtt::new(c), stop));
+            }
             BrokerKind::Redis(c) => {
                 tokio::spawn(relay.run(streams::Streams::new(c), stop));
             }
