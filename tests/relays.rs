@@ -732,3 +732,111 @@ async fn mqtt_session() {
 async fn mqtt_session_crash() {
     crash_exactly_once("mqtt").await;
 }
+
+/// A hot reload that adds a source leaves the running one alone (its
+/// figures go on, it does not reconnect); one that removes a source stops it.
+#[tokio::test]
+async fn reload_adds_and_removes_sources_without_restarting_others() {
+    if !need("redis") {
+        return;
+    }
+    let (a, b) = (unique("reload_a"), unique("reload_b"));
+    let (mut feed_a, keys_a) = Feed::create("redis", &a, None).await;
+    let (mut feed_b, keys_b) = Feed::create("redis", &b, None).await;
+    let source = |keys: &str, name: &str| {
+        format!("[[source]]\n{keys}\nname = \"{name}\"\ntopic = \"relay/{name}/{{subject}}\"\n")
+    };
+    let head = "[server]\nlisten = \"127.0.0.1:0\"\n";
+    let server = Server::start_toml(&format!("{head}{}", source(&keys_a, "a"))).await;
+    let msg = |n: usize, name: &str| Msg {
+        subject: "s".into(),
+        body: publish_body(&format!("relay/{name}/o"), n),
+        id: format!("m{n}"),
+    };
+    feed_a.send(&[msg(1, "a"), msg(2, "a")]).await;
+    let stats = wait_stats(server.addr, |s| {
+        s["pipeline"]["sources"][0]["messages"] == 2
+    })
+    .await;
+    assert_eq!(stats["pipeline"]["sources"][0]["name"], "a");
+
+    // Add b: a keeps running with its figures (a restart would zero them).
+    std::fs::write(
+        server.config_file(),
+        format!("{head}{}{}", source(&keys_a, "a"), source(&keys_b, "b")),
+    )
+    .unwrap();
+    let stats = wait_stats(server.addr, |s| s["pipeline"]["generation"] == 2).await;
+    let a_stats = &stats["pipeline"]["sources"][0];
+    assert_eq!(a_stats["name"], "a");
+    assert_eq!(a_stats["messages"], 2, "a was not restarted: {a_stats}");
+    feed_b.send(&[msg(1, "b")]).await;
+    feed_a.send(&[msg(3, "a")]).await;
+    wait_stats(server.addr, |s| {
+        s["pipeline"]["sources"][0]["messages"] == 3 && s["pipeline"]["sources"][1]["messages"] == 1
+    })
+    .await;
+
+    // Remove a: it stops; what is sent to it stays in its stream.
+    std::fs::write(
+        server.config_file(),
+        format!("{head}{}", source(&keys_b, "b")),
+    )
+    .unwrap();
+    let stats = wait_stats(server.addr, |s| s["pipeline"]["generation"] == 3).await;
+    assert_eq!(stats["pipeline"]["sources"].as_array().unwrap().len(), 1);
+    assert_eq!(stats["pipeline"]["sources"][0]["name"], "b");
+    assert_eq!(
+        stats["pipeline"]["sources"][0]["messages"], 1,
+        "b was not restarted"
+    );
+    feed_a.send(&[msg(4, "a")]).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(poll_all(server.addr, "relay/a/o").await.len(), 3);
+    assert_eq!(poll_all(server.addr, "relay/b/o").await.len(), 1);
+    server.stop().await;
+    feed_a.remove().await;
+    feed_b.remove().await;
+}
+
+/// Broker source mistakes are config errors naming the file, line and key.
+#[test]
+fn broker_source_mistakes_are_config_errors() {
+    for (config, key, says) in [
+        (
+            "[[source]]\nmqtt = { url = \"mqtt://127.0.0.1:1883\", topics = [\"a/#\"], client_id = \"x\", qos = 2 }\n",
+            "source[0].mqtt.qos",
+            "qos is 0 or 1",
+        ),
+        (
+            "[[source]]\npostgres = { url = \"host=x\", table = \"a; DROP TABLE b\" }\n",
+            "source[0].postgres.table",
+            "table",
+        ),
+        (
+            "[[source]]\nredis = { url = \"redis://x\", stream = \"s\", group = \"g\" }\nevery = \"1s\"\n",
+            "source[0]",
+            "exactly one of",
+        ),
+        (
+            "[[source]]\nredis = { url = \"redis://x\", stream = \"s\", group = \"g\" }\ntopic = \"bad topic\"\n",
+            "source[0].topic",
+            "topic",
+        ),
+        (
+            "[[source]]\nevery = \"1s\"\n",
+            "source[0]",
+            "needs a `plugin`",
+        ),
+        (
+            "[[source]]\nnats = { url = \"${SPOUT_TEST_UNSET_URL}\", stream = \"S\", consumer = \"c\" }\n",
+            "source[0].nats.url",
+            "SPOUT_TEST_UNSET_URL",
+        ),
+    ] {
+        let (ok, stderr) = check(config);
+        assert!(!ok, "{config} passed");
+        assert!(stderr.contains(key) && stderr.contains(says), "{config}: {stderr}");
+        assert!(stderr.contains("config.toml:"), "names the file and line: {stderr}");
+    }
+}
