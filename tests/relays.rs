@@ -283,16 +283,20 @@ impl Feed {
                 let _: Vec<String> = pipe.query_async(conn).await.unwrap();
             }
             Feed::Nats { js, subject, .. } => {
-                let mut acks = Vec::new();
-                for m in msgs {
-                    acks.push(
-                        js.publish(format!("{subject}.{}", m.subject), m.body.clone().into())
-                            .await
-                            .unwrap(),
-                    );
-                }
-                for a in acks {
-                    a.await.unwrap();
+                // Publish acks are awaited in chunks: holding hundreds of
+                // them unawaited stalls the client.
+                for chunk in msgs.chunks(100) {
+                    let mut acks = Vec::new();
+                    for m in chunk {
+                        acks.push(
+                            js.publish(format!("{subject}.{}", m.subject), m.body.clone().into())
+                                .await
+                                .unwrap(),
+                        );
+                    }
+                    for a in acks {
+                        a.await.unwrap();
+                    }
                 }
             }
             Feed::Amqp { channel, queue, .. } => {

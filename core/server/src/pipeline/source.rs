@@ -8,7 +8,7 @@
 pub mod amqp;
 pub mod broker;
 pub mod mqtt;
-// TEMP-HELPER pub mod nats;
+pub mod nats;
 pub mod postgres;
 pub mod relay;
 pub mod status;
@@ -164,7 +164,9 @@ impl Sources {
             BrokerKind::Postgres(c) => {
                 tokio::spawn(relay.run(postgres::Outbox::new(c), stop));
             }
-            BrokerKind::Nats(_c) => { /* TEMP-HELPER */ }
+            BrokerKind::Nats(c) => {
+                tokio::spawn(relay.run(nats::Nats::new(c), stop));
+            }
             BrokerKind::Amqp(c) => {
                 tokio::spawn(relay.run(amqp::Amqp::new(c), stop));
             }
