@@ -844,3 +844,42 @@ fn broker_source_mistakes_are_config_errors() {
         assert!(stderr.contains("config.toml:"), "names the file and line: {stderr}");
     }
 }
+
+/// With a plugin, each message goes to its `on-input` (the stock `lines`
+/// plugin here) and its events through the source's transforms (`redact`)
+/// before they are stored; a redelivery stores nothing twice.
+#[tokio::test]
+async fn a_plugin_maps_messages_and_transforms_run_before_the_log() {
+    if !need("redis") {
+        return;
+    }
+    let name = unique("plugin");
+    let (mut feed, keys) = Feed::create("redis", &name, None).await;
+    let server = Server::start_toml(&format!(
+        "[plugins.applog]\nuse = \"builtin:lines\"\nconfig = {{ topic = \"{name}\", json = true, route_by = \"service\", type_field = \"level\" }}\n\
+         [plugins.redact]\nuse = \"builtin:redact\"\nconfig = {{ fields = [\"password\"] }}\n\
+         [[source]]\n{keys}\nplugin = \"applog\"\ntransforms = [\"redact\"]\n"
+    ))
+    .await;
+    let mut sse = server.sse(&format!("/events?topic={name}/**"), &[]).await;
+    sse.connected().await;
+    feed.send(&[Msg {
+        subject: "s".into(),
+        body: br#"{"level":"warn","service":"api","msg":"slow","password":"hunter2"}"#.to_vec(),
+        id: "l1".into(),
+    }])
+    .await;
+    let got = sse.events(1).await;
+    assert_eq!(got[0].kind, "warn", "{}", got[0].data);
+    let data: Value = serde_json::from_str(&got[0].data).unwrap();
+    assert_eq!(data["password"], "***", "{data}");
+    assert_eq!(data["msg"], "slow");
+    assert_eq!(poll_all(server.addr, &format!("{name}/api")).await.len(), 1);
+    let s = wait_stats(server.addr, |s| {
+        s["pipeline"]["sources"][0]["messages"] == 1
+    })
+    .await;
+    assert_eq!(s["pipeline"]["sources"][0]["plugin"], "applog");
+    server.stop().await;
+    feed.remove().await;
+}
