@@ -25,6 +25,8 @@ fn args(url: String) -> BenchArgs {
         baseline: true,
         json: false,
         quiet: true,
+        via: spout::bench::broker::Via::Http,
+        broker: None,
     }
 }
 
@@ -56,4 +58,40 @@ async fn bench_rejects_bad_options() {
     a.url = "http://127.0.0.1:1".into();
     a.size = 5;
     assert!(run(a).await.unwrap_err().to_string().contains("--size"));
+}
+
+/// `--via redis`: the bench publishes into the Redis stream the hub relays
+/// (`docs/bench/sources.toml`'s names), and every event still reaches every
+/// subscriber, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_via_a_broker_delivers_every_event() {
+    if !crate::relays::need("redis") {
+        return;
+    }
+    let group = format!("spout-test-{}", std::process::id());
+    let server = Server::start_toml(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[[source]]\nredis = {{ url = \"redis://127.0.0.1:6379\", stream = \"spout:bench\", group = \"{group}\" }}\n"
+    ))
+    .await;
+    wait_stats(server.addr, |s| {
+        s["pipeline"]["sources"][0]["state"] == "connected"
+    })
+    .await;
+    let mut a = args(format!("http://{}", server.addr));
+    a.via = spout::bench::broker::Via::Redis;
+    a.baseline = false;
+    a.subscribers = 20;
+    let report = run(a).await.unwrap();
+    let table = report.table();
+    let r = &report.hub;
+    assert_eq!((r.connected, r.failed, r.errors), (20, 0, 0), "{table}");
+    assert!(r.published >= 300, "{table}");
+    assert_eq!(r.delivered, r.expected, "{table}");
+    assert!(table.contains("via redis"), "{table}");
+    server.stop().await;
+    let mut c = redis::Client::open("redis://127.0.0.1:6379")
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let _: Result<i64, _> = redis::cmd("DEL").arg("spout:bench").query(&mut c);
 }

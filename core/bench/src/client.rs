@@ -6,6 +6,7 @@
 //! publish and receive times share one clock.
 
 use super::baseline;
+use super::broker::{Feed, Via};
 use super::report::{rss_kb, Run};
 use super::BenchArgs;
 use bytes::Bytes;
@@ -143,8 +144,17 @@ pub async fn measure(
             Target::Raw(s) => Some(s.sender()),
             Target::Http(_) => None,
         };
+        let via = match &target {
+            Target::Http(_) if args.via != Via::Http => Some((
+                args.via,
+                args.broker
+                    .clone()
+                    .unwrap_or_else(|| args.via.default_url().to_owned()),
+            )),
+            _ => None,
+        };
         pubs.spawn(async move {
-            publisher(shared, addr, raw, p, rate, size, topics, duration).await;
+            publisher(shared, addr, raw, via, p, rate, size, topics, duration).await;
         });
     }
     let mut last = Instant::now();
@@ -388,6 +398,7 @@ async fn publisher(
     shared: Arc<Shared>,
     addr: SocketAddr,
     raw: Option<baseline::Sender>,
+    via: Option<(Via, String)>,
     index: usize,
     rate: f64,
     size: usize,
@@ -395,6 +406,18 @@ async fn publisher(
     duration: Duration,
 ) {
     let mut conn = None;
+    let mut feed = match &via {
+        Some((kind, url)) => match Feed::connect(*kind, url, index).await {
+            Ok(f) => Some(f),
+            Err(e) => {
+                eprintln!("\n{e}");
+                shared.errors.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        },
+        None => None,
+    };
+    let mut ids = (index as u64) << 40;
     let started = Instant::now();
     let mut sent = 0u64;
     let mut seq = index;
@@ -424,7 +447,10 @@ async fn publisher(
                 }
                 true
             }
-            None => post(&mut conn, addr, &batch).await,
+            None => match feed.as_mut() {
+                Some(f) => f.send(&batch, &mut ids).await,
+                None => post(&mut conn, addr, &batch).await,
+            },
         };
         if ok {
             for (topic, _) in &batch {

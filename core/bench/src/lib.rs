@@ -17,6 +17,8 @@ mod report;
 
 pub use report::{Latency, Report, Run};
 
+pub mod broker;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
@@ -69,6 +71,13 @@ pub struct BenchArgs {
     /// No live status line on stderr.
     #[arg(long)]
     pub quiet: bool,
+    /// Publish through a broker the hub relays (`[[source]]`, names as in
+    /// docs/bench/sources.toml) instead of `POST /publish`.
+    #[arg(long, value_enum, default_value = "http")]
+    pub via: broker::Via,
+    /// The broker's URL (default: this machine's, per `--via`).
+    #[arg(long)]
+    pub broker: Option<String>,
 }
 
 /// Why a bench could not run.

@@ -106,6 +106,8 @@ pub struct Report {
     pub rate: u64,
     /// Payload bytes.
     pub size: usize,
+    /// How events were published: `http` or the broker relayed.
+    pub via: String,
     /// Publishing time asked for, seconds.
     pub duration_seconds: f64,
     /// The hub's run.
@@ -134,6 +136,7 @@ impl Report {
             topics: args.topics,
             rate: args.rate,
             size: args.size,
+            via: format!("{:?}", args.via).to_lowercase(),
             duration_seconds: args.duration.as_secs_f64(),
             hub,
             baseline,
@@ -145,8 +148,8 @@ impl Report {
     /// The report as a plain-text table.
     pub fn table(&self) -> String {
         let mut out = format!(
-            "{} subscribers, {} topics, {} events/s offered, {} B payloads, {:.0} s\n\n",
-            self.subscribers, self.topics, self.rate, self.size, self.duration_seconds
+            "{} subscribers, {} topics, {} events/s offered via {}, {} B payloads, {:.0} s\n\n",
+            self.subscribers, self.topics, self.rate, self.via, self.size, self.duration_seconds
         );
         out.push_str(&format!(
             "{:<6} {:>9} {:>6} {:>10} {:>12} {:>12} {:>12} {:>7} {:>7} {:>7} {:>7} {:>8} {:>7} {:>10}\n",
