@@ -883,3 +883,74 @@ async fn a_plugin_maps_messages_and_transforms_run_before_the_log() {
     server.stop().await;
     feed.remove().await;
 }
+
+/// Two nodes drain one outbox (`FOR UPDATE SKIP LOCKED`): every row becomes
+/// an event on exactly one of them, and both take part.
+#[tokio::test]
+async fn two_nodes_drain_one_outbox_each_row_once() {
+    if !need("postgres") {
+        return;
+    }
+    const N: usize = 3000;
+    let name = unique("two_nodes");
+    let (mut feed, keys) = Feed::create("postgres", &name, None).await;
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[[source]]\n{}\n",
+        keys.replace("batch = 200", "batch = 50")
+    );
+    let (n1, n2) = (
+        Server::start_toml(&config).await,
+        Server::start_toml(&config).await,
+    );
+    for n in [&n1, &n2] {
+        wait_stats(n.addr, |s| {
+            s["pipeline"]["sources"][0]["state"] == "connected"
+        })
+        .await;
+    }
+    let topic = format!("relay/{name}/o");
+    for chunk in (0..N).collect::<Vec<_>>().chunks(100) {
+        let msgs: Vec<Msg> = chunk
+            .iter()
+            .map(|&n| Msg {
+                subject: "o".into(),
+                body: publish_body(&topic, n),
+                id: format!("m{n}"),
+            })
+            .collect();
+        feed.send(&msgs).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (a, b) = loop {
+        let a = poll_all(n1.addr, &topic).await;
+        let b = poll_all(n2.addr, &topic).await;
+        if a.len() + b.len() >= N || Instant::now() > deadline {
+            break (a, b);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut all: Vec<u64> = a
+        .iter()
+        .chain(&b)
+        .map(|(_, d)| {
+            serde_json::from_str::<Value>(d).unwrap()["n"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    all.sort_unstable();
+    assert_eq!(
+        all,
+        (0..N as u64).collect::<Vec<_>>(),
+        "each row once across the nodes"
+    );
+    assert!(
+        !a.is_empty() && !b.is_empty(),
+        "both nodes drained: {} and {}",
+        a.len(),
+        b.len()
+    );
+    n1.stop().await;
+    n2.stop().await;
+    feed.remove().await;
+}

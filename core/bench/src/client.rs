@@ -417,7 +417,12 @@ async fn publisher(
         },
         None => None,
     };
-    let mut ids = (index as u64) << 40;
+    // Message ids unique across runs too: a broker message id seen before
+    // is a duplicate to the relay (or a conflict, with other content).
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    let mut ids = (run << 8) + ((index as u64) << 56);
     let started = Instant::now();
     let mut sent = 0u64;
     let mut seq = index;

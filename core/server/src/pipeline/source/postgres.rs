@@ -18,6 +18,15 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_postgres::{AsyncMessage, Client, NoTls, Statement};
 
+/// A PostgreSQL error with the server's message and SQLSTATE when it has
+/// them (tokio-postgres displays a server error only as "db error").
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
+}
+
 /// An outbox drain on one connection.
 pub struct Outbox {
     cfg: PostgresSource,
@@ -53,7 +62,8 @@ impl Outbox {
     async fn take(&mut self, max: usize) -> Result<Vec<Message<String>>, BrokerError> {
         let subject = self.cfg.subject_column.is_some();
         let conn = self.conn()?;
-        let lost = |e: tokio_postgres::Error| BrokerError::Lost(format!("outbox: {e}"));
+        let lost =
+            |e: tokio_postgres::Error| BrokerError::Lost(format!("outbox: {}", describe(&e)));
         conn.client.batch_execute("BEGIN").await.map_err(lost)?;
         conn.open = true;
         let rows = conn
@@ -96,7 +106,8 @@ impl Broker for Outbox {
     }
 
     async fn connect(&mut self) -> Result<(), BrokerError> {
-        let err = |e: tokio_postgres::Error| BrokerError::Connect(format!("outbox: {e}"));
+        let err =
+            |e: tokio_postgres::Error| BrokerError::Connect(format!("outbox: {}", describe(&e)));
         let (client, mut connection) = tokio::time::timeout(
             Duration::from_secs(10),
             tokio_postgres::connect(&self.cfg.url, NoTls),
@@ -196,7 +207,8 @@ impl Broker for Outbox {
         if !conn.open {
             return Ok(());
         }
-        let lost = |e: tokio_postgres::Error| BrokerError::Lost(format!("outbox: {e}"));
+        let lost =
+            |e: tokio_postgres::Error| BrokerError::Lost(format!("outbox: {}", describe(&e)));
         conn.client
             .execute(&conn.delete, &[&acks])
             .await
