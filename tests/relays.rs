@@ -954,3 +954,76 @@ async fn two_nodes_drain_one_outbox_each_row_once() {
     n2.stop().await;
     feed.remove().await;
 }
+
+/// In cluster mode the log is Redis: while it is cut away, a source's
+/// appends fail, so it stops acknowledging and retries; once it is back
+/// every outbox row is stored once.
+#[tokio::test]
+async fn a_failing_log_append_is_retried_without_loss_or_doubles() {
+    if !need("postgres") || !need("redis") {
+        return;
+    }
+    let name = unique("log_away");
+    let (mut feed, keys) = Feed::create("postgres", &name, None).await;
+    let proxy = Proxy::start(service_addr("redis")).await;
+    let prefix = format!("spout-test-{name}");
+    let server = Server::start_toml(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[cluster]\nbackend = \"redis\"\nurl = \"redis://{}\"\nprefix = \"{prefix}\"\n\n[[source]]\n{keys}\n",
+        proxy.addr
+    ))
+    .await;
+    wait_stats(server.addr, |s| {
+        s["pipeline"]["sources"][0]["state"] == "connected"
+    })
+    .await;
+    let topic = format!("relay/{name}/o");
+    let msgs = |r: std::ops::Range<usize>| -> Vec<Msg> {
+        r.map(|n| Msg {
+            subject: "o".into(),
+            body: publish_body(&topic, n),
+            id: format!("m{n}"),
+        })
+        .collect()
+    };
+    feed.send(&msgs(0..5)).await;
+    wait_stats(server.addr, |s| {
+        s["pipeline"]["sources"][0]["messages"] == 5
+    })
+    .await;
+
+    proxy.cut();
+    feed.send(&msgs(5..10)).await;
+    // The source fails to store and says so; nothing is acknowledged.
+    let s = wait_stats(server.addr, |s| {
+        s["pipeline"]["sources"][0]["errors"].as_u64().unwrap_or(0) > 0
+    })
+    .await;
+    assert_eq!(s["pipeline"]["sources"][0]["messages"], 5, "{s}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    proxy.restore();
+    wait_stats(server.addr, |s| {
+        s["pipeline"]["sources"][0]["messages"] == 10
+    })
+    .await;
+    let stored = wait_stored(server.addr, &topic, 10, Duration::from_secs(20)).await;
+    let ns: Vec<u64> = stored
+        .iter()
+        .map(|(_, d)| {
+            serde_json::from_str::<Value>(d).unwrap()["n"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(ns, (0..10).collect::<Vec<_>>(), "each once, in order");
+    server.stop().await;
+    feed.remove().await;
+    let client = redis::Client::open("redis://127.0.0.1:6379").unwrap();
+    let mut c = client.get_connection().unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query(&mut c)
+        .unwrap();
+    if !keys.is_empty() {
+        let _: i64 = redis::cmd("DEL").arg(&keys).query(&mut c).unwrap();
+    }
+}
