@@ -660,3 +660,36 @@ async fn client_logic_without_a_server_parser_eventsource_and_backoff() {
     assert!(!stdout.contains("not ok"), "{stdout}");
     assert!(stdout.contains("\n1..8"), "{stdout}");
 }
+
+/// spout.js loads as an ES module even where Node does not detect module
+/// syntax by itself (before 20.19, or with detection off): its folder's
+/// package.json says `"type": "module"`.
+#[test]
+fn spout_js_imports_as_an_es_module_without_syntax_detection() {
+    let client = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/client/spout.js")
+        .canonicalize()
+        .unwrap();
+    let script = format!(
+        "import({:?}).then(m => console.log(typeof m.Spout, typeof m.SseParser)).catch(e => {{ console.error(e.message); process.exit(1); }})",
+        format!("file://{}", client.display())
+    );
+    let out = Command::new("node")
+        .args([
+            "--no-experimental-detect-module",
+            "--input-type=module",
+            "-e",
+            &script,
+        ])
+        .output()
+        .expect("node runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "function function"
+    );
+}

@@ -764,3 +764,42 @@ fn the_dockerfile_matches_the_config_and_the_toolchain() {
         assert!(ignore.lines().any(|l| l.trim() == pattern), "{pattern}");
     }
 }
+
+/// `spout --config FILE` (no subcommand) serves like `spout serve --config
+/// FILE`, as `cargo run --release -- --config …` in the examples suggests;
+/// a subcommand's flags still belong to it.
+#[test]
+fn spout_without_a_subcommand_serves_with_its_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.toml");
+    std::fs::write(&file, "[log]\nfsync = \"batch\"\n").unwrap();
+    let mut child = std::process::Command::new(crate::support::bin())
+        .arg("--config")
+        .arg(&file)
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env("SPOUT_PLUGIN_CACHE", crate::support::plugin_cache())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let line = std::io::BufRead::lines(std::io::BufReader::new(stderr))
+        .map_while(Result::ok)
+        .find(|l| l.contains("listening on http://") || l.contains("error"));
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = line.unwrap_or_default();
+    assert!(line.contains("listening on http://127.0.0.1:"), "{line}");
+    // `check` keeps its own arguments.
+    let out = std::process::Command::new(crate::support::bin())
+        .args(["check"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -248,3 +248,15 @@ fn the_root_config_is_valid() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `/favicon.ico` is Spout's icon, not a 404 on every page a browser opens.
+#[tokio::test]
+async fn favicon_is_an_icon() {
+    let server = Server::start(|_| {}).await;
+    let resp = request(server.addr, http::Method::GET, "/favicon.ico", &[], "").await;
+    let (status, headers, body) = body_bytes(resp).await;
+    assert_eq!(status, http::StatusCode::OK);
+    assert_eq!(headers["content-type"], "image/png");
+    assert!(body.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG");
+    server.stop().await;
+}

@@ -12,11 +12,15 @@ use std::process::ExitCode;
 #[command(
     name = "spout",
     version,
-    about = "A durable Server-Sent Events hub with WASM plugins"
+    about = "A durable Server-Sent Events hub with WASM plugins",
+    args_conflicts_with_subcommands = true
 )]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// Without a subcommand, `spout [--config FILE] …` serves, as `spout serve` does.
+    #[command(flatten)]
+    serve: ServeArgs,
 }
 
 #[derive(Subcommand)]
@@ -84,10 +88,7 @@ fn main() -> ExitCode {
         Some(Command::Serve(args)) => serve(args),
         Some(Command::Bench(args)) => bench(args),
         Some(Command::Repair { dir, config }) => repair(dir, &config),
-        None => serve(ServeArgs {
-            config: PathBuf::from("config.toml"),
-            ..ServeArgs::default()
-        }),
+        None => serve(cli.serve),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -140,6 +140,7 @@ where
         Target::Readyz => Ok(ops::readyz(app)),
         Target::Stats => Ok(ops::stats(app)),
         Target::Console => Ok(ops::console()),
+        Target::Favicon => Ok(ops::favicon()),
         Target::Static(dir) => {
             let head = req.method() == Method::HEAD;
             Box::pin(files::serve(dir, &path, head)).await

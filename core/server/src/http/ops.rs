@@ -33,6 +33,21 @@ pub fn console() -> Response<Body> {
     resp
 }
 
+/// `GET /favicon.ico`: Spout's icon (a PNG, which browsers take at this
+/// path), so pages served by Spout do not log a 404 each.
+pub fn favicon() -> Response<Body> {
+    let mut resp = Response::new(Either::Left(Full::new(Bytes::from_static(include_bytes!(
+        "favicon.png"
+    )))));
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("image/png"));
+    resp.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=86400"),
+    );
+    resp
+}
+
 /// `GET /healthz`: the process is up.
 pub fn healthz() -> Response<Body> {
     json_response(StatusCode::OK, &json!({ "status": "ok" }))

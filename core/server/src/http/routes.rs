@@ -39,6 +39,8 @@ pub enum Target<'p> {
     Console,
     /// A file under a `[[static]]` directory.
     Static(&'p StaticDir),
+    /// `GET /favicon.ico` when no static directory has one.
+    Favicon,
     /// Nothing here.
     NotFound,
 }
@@ -70,6 +72,7 @@ impl<'p> Target<'p> {
             "/" if console => Target::Console,
             _ => match files::find(&pipeline.statics, path) {
                 Some(dir) => Target::Static(dir),
+                None if path == "/favicon.ico" => Target::Favicon,
                 None => Target::NotFound,
             },
         }
@@ -86,7 +89,7 @@ impl<'p> Target<'p> {
             | Target::Readyz
             | Target::Stats
             | Target::Console => method == Method::GET,
-            Target::Static(_) => method == Method::GET || method == Method::HEAD,
+            Target::Static(_) | Target::Favicon => method == Method::GET || method == Method::HEAD,
             Target::ConnectionTopics(_) | Target::Hook(_) | Target::Publish | Target::Tickets => {
                 method == Method::POST
             }
