@@ -27,6 +27,8 @@ fn args(url: String) -> BenchArgs {
         quiet: true,
         via: spout::bench::broker::Via::Http,
         broker: None,
+        publish_only: false,
+        nchan: false,
     }
 }
 
@@ -94,4 +96,28 @@ async fn bench_via_a_broker_delivers_every_event() {
         .get_connection()
         .unwrap();
     let _: Result<i64, _> = redis::cmd("DEL").arg("spout:bench").query(&mut c);
+}
+
+/// `--publish-only`: publishers only, one event per request; every
+/// acknowledged publish is in the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_publish_only_counts_acknowledged_publishes() {
+    let server = Server::start(|_| {}).await;
+    let mut a = args(format!("http://{}", server.addr));
+    a.publish_only = true;
+    a.subscribers = 0;
+    a.baseline = false;
+    a.publishers = 4;
+    a.duration = Duration::from_millis(500);
+    let report = run(a).await.unwrap();
+    let table = report.table();
+    let r = &report.hub;
+    assert_eq!(r.errors, 0, "{table}");
+    assert!(r.published > 0, "{table}");
+    assert!(
+        r.publishes_per_second > 0.0 && r.latency_ms.p50 > 0.0,
+        "{table}"
+    );
+    assert_eq!(server.app.log.count(), r.published, "{table}");
+    server.stop().await;
 }

@@ -220,7 +220,10 @@ fn status(args: &BenchArgs, label: &str, s: &Shared, phase: &str) {
     );
 }
 
-async fn connect(addr: SocketAddr, source: Option<IpAddr>) -> std::io::Result<TcpStream> {
+pub(crate) async fn connect(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+) -> std::io::Result<TcpStream> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
@@ -486,18 +489,23 @@ async fn post(conn: &mut Option<TcpStream>, addr: SocketAddr, batch: &[(usize, S
         "POST /publish HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
         body.len()
     );
-    if stream.write_all(head.as_bytes()).await.is_err() || stream.write_all(&body).await.is_err() {
-        return false;
+    round_trip(stream, &head, &body).await == Some(200)
+}
+
+/// Sends one request (`head` with its blank line, then `body`) on a
+/// kept-alive connection and reads the whole response (head, then
+/// `content-length` bytes); returns its status, `None` if the connection
+/// failed.
+pub(crate) async fn round_trip(stream: &mut TcpStream, head: &str, body: &[u8]) -> Option<u16> {
+    if stream.write_all(head.as_bytes()).await.is_err() || stream.write_all(body).await.is_err() {
+        return None;
     }
-    // Read the response: head, then content-length bytes.
     let mut buf = Vec::with_capacity(512);
     let mut chunk = [0u8; 4096];
     loop {
-        let Ok(n) = stream.read(&mut chunk).await else {
-            return false;
-        };
+        let n = stream.read(&mut chunk).await.ok()?;
         if n == 0 {
-            return false;
+            return None;
         }
         buf.extend_from_slice(&chunk[..n]);
         if let Some(end) = memchr::memmem::find(&buf, b"\r\n\r\n") {
@@ -510,10 +518,10 @@ async fn post(conn: &mut Option<TcpStream>, addr: SocketAddr, batch: &[(usize, S
             while buf.len() < end + 4 + len {
                 match stream.read(&mut chunk).await {
                     Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-                    _ => return false,
+                    _ => return None,
                 }
             }
-            return head.starts_with("http/1.1 200");
+            return head.get(9..12).and_then(|c| c.parse().ok());
         }
     }
 }

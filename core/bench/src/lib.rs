@@ -18,6 +18,7 @@ mod report;
 pub use report::{Latency, Report, Run};
 
 pub mod broker;
+mod ingest;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -78,6 +79,16 @@ pub struct BenchArgs {
     /// The broker's URL (default: this machine's, per `--via`).
     #[arg(long)]
     pub broker: Option<String>,
+    /// Publish ingest alone: `--publishers` connections, one event per
+    /// request back to back, no subscribers; reports publishes/s and the
+    /// publish round trip.
+    #[arg(long)]
+    pub publish_only: bool,
+    /// With `--publish-only`: the hub is nginx + Nchan (`POST
+    /// /pub?id=bench-T`, the payload as the body), for a same-session
+    /// reference.
+    #[arg(long, requires = "publish_only")]
+    pub nchan: bool,
 }
 
 /// Why a bench could not run.
@@ -112,7 +123,8 @@ impl BenchArgs {
         if self.size < 20 {
             return Err(BenchError::Args("--size must be at least 20 bytes".into()));
         }
-        if self.topics == 0 || self.subscribers == 0 || self.publishers == 0 {
+        if self.topics == 0 || (self.subscribers == 0 && !self.publish_only) || self.publishers == 0
+        {
             return Err(BenchError::Args(
                 "--topics, --subscribers and --publishers must be at least 1".into(),
             ));
@@ -165,6 +177,11 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
     let sockets = args.subscribers as u64 + args.publishers as u64;
     if let Some(w) = raise_nofile(if args.baseline { sockets * 2 } else { sockets }) {
         warnings.push(w);
+    }
+    if args.publish_only {
+        let label = if args.nchan { "nchan" } else { "spout" };
+        let hub = ingest::measure(&args, target, label).await;
+        return Ok(Report::new(&args, hub, None, warnings));
     }
     let from = sources(&args, target);
     let hub = client::measure(&args, client::Target::Http(target), &from, "spout").await;

@@ -26,6 +26,8 @@ pub struct Run {
     pub publish_seconds: f64,
     /// Deliveries per second over the publishing time plus the drain.
     pub deliveries_per_second: f64,
+    /// Acknowledged publishes per second over the publishing time.
+    pub publishes_per_second: f64,
     /// Publish → deliver latency percentiles, milliseconds.
     pub latency_ms: Latency,
     /// Server resident memory before connecting, KiB (with `--pid`).
@@ -78,6 +80,7 @@ impl Run {
             errors,
             publish_seconds: publish_time.as_secs_f64(),
             deliveries_per_second: delivered as f64 / elapsed.as_secs_f64().max(1e-9),
+            publishes_per_second: published as f64 / publish_time.as_secs_f64().max(1e-9),
             latency_ms: Latency {
                 p50: ms(0.5),
                 p90: ms(0.9),
@@ -152,16 +155,17 @@ impl Report {
             self.subscribers, self.topics, self.rate, self.via, self.size, self.duration_seconds
         );
         out.push_str(&format!(
-            "{:<6} {:>9} {:>6} {:>10} {:>12} {:>12} {:>12} {:>7} {:>7} {:>7} {:>7} {:>8} {:>7} {:>10}\n",
-            "", "connected", "failed", "published", "expected", "delivered", "deliveries/s", "p50 ms", "p90", "p99", "p99.9", "max", "errors", "B/conn"
+            "{:<6} {:>9} {:>6} {:>10} {:>10} {:>12} {:>12} {:>12} {:>7} {:>7} {:>7} {:>7} {:>8} {:>7} {:>10}\n",
+            "", "connected", "failed", "published", "pub/s", "expected", "delivered", "deliveries/s", "p50 ms", "p90", "p99", "p99.9", "max", "errors", "B/conn"
         ));
         for r in std::iter::once(&self.hub).chain(self.baseline.iter()) {
             out.push_str(&format!(
-                "{:<6} {:>9} {:>6} {:>10} {:>12} {:>12} {:>12.0} {:>7.2} {:>7.2} {:>7.2} {:>7.2} {:>8.2} {:>7} {:>10}\n",
+                "{:<6} {:>9} {:>6} {:>10} {:>10.0} {:>12} {:>12} {:>12.0} {:>7.2} {:>7.2} {:>7.2} {:>7.2} {:>8.2} {:>7} {:>10}\n",
                 r.label,
                 r.connected,
                 r.failed,
                 r.published,
+                r.publishes_per_second,
                 r.expected,
                 r.delivered,
                 r.deliveries_per_second,
