@@ -6,7 +6,7 @@
 //! body), so the same load measures an nginx + Nchan hub in the same session.
 
 use super::client::{connect, round_trip};
-use super::report::{rss_kb, Run};
+use super::report::Run;
 use super::BenchArgs;
 use hdrhistogram::Histogram;
 use std::net::SocketAddr;
@@ -21,7 +21,6 @@ struct Counts {
 
 /// Runs the publish-only load against `addr` and reports it as `label`.
 pub async fn measure(args: &BenchArgs, addr: SocketAddr, label: &str) -> Run {
-    let rss_idle = args.pid.and_then(rss_kb);
     let started = Instant::now();
     let stop_at = started + args.duration;
     let mut tasks = tokio::task::JoinSet::new();
@@ -97,7 +96,7 @@ pub async fn measure(args: &BenchArgs, addr: SocketAddr, label: &str) -> Run {
         }
     }
     let elapsed = started.elapsed();
-    let rss_busy = args.pid.and_then(rss_kb);
+    // Memory per connection means nothing here (64 publishers, no streams).
     Run::new(
         label,
         args.publishers as u64,
@@ -109,7 +108,7 @@ pub async fn measure(args: &BenchArgs, addr: SocketAddr, label: &str) -> Run {
         elapsed,
         elapsed,
         merged.as_ref(),
-        rss_idle,
-        rss_busy,
+        None,
+        None,
     )
 }
