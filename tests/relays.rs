@@ -675,6 +675,16 @@ async fn crash_exactly_once(kind: &str) {
         })
         .collect();
     let s = source_stats(proc.addr).await;
+    let mut seen = std::collections::HashMap::new();
+    let doubles: Vec<(usize, u64, u64)> = all
+        .iter()
+        .zip(&ns)
+        .filter_map(|((id, _), n)| seen.insert(*n, *id).map(|first| (*n, first, *id)))
+        .collect();
+    assert!(
+        doubles.is_empty(),
+        "stored twice (n, first id, second id): {doubles:?}; stats {s}"
+    );
     assert_eq!(ns.len(), N, "{} stored of {N}; stats {s}", ns.len());
     if let Some(at) = (0..N).find(|&i| ns[i] != i) {
         panic!(
@@ -1026,4 +1036,57 @@ async fn a_failing_log_append_is_retried_without_loss_or_doubles() {
     if !keys.is_empty() {
         let _: i64 = redis::cmd("DEL").arg(&keys).query(&mut c).unwrap();
     }
+}
+
+/// A message whose identity was already stored with other content (a
+/// reused AMQP `message-id`) is a conflict: it goes to the dead-letter
+/// topic, and the messages beside it in its batch are stored.
+#[tokio::test]
+async fn a_reused_identity_with_other_content_is_dead_lettered_alone() {
+    if !need("amqp") {
+        return;
+    }
+    let name = unique("conflict");
+    let (mut feed, keys) = Feed::create("amqp", &name, None).await;
+    let base = format!("relay/{name}");
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &keys, &base, "batch");
+    let mut proc = spawn_binary(&config, &dir.path().join("data"));
+    wait_state(proc.addr, "connected").await;
+    let topic = format!("{base}/o");
+    let msg = |n: usize, id: &str| Msg {
+        subject: "o".into(),
+        body: publish_body(&topic, n),
+        id: id.into(),
+    };
+    feed.send(&[msg(1, "x")]).await;
+    wait_stored(proc.addr, &topic, 1, Duration::from_secs(10)).await;
+    feed.send(&[msg(2, "x"), msg(3, "y"), msg(4, "z")]).await;
+    let stored = wait_stored(proc.addr, &topic, 3, Duration::from_secs(10)).await;
+    let ns: Vec<u64> = stored
+        .iter()
+        .map(|(_, d)| {
+            serde_json::from_str::<Value>(d).unwrap()["n"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(ns, [1, 3, 4]);
+    let dead = wait_stored(
+        proc.addr,
+        &format!("{base}/dead"),
+        1,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let d: Value = serde_json::from_str(&dead[0].1).unwrap();
+    assert!(
+        d["reason"].as_str().unwrap().contains("already used"),
+        "{d}"
+    );
+    assert_eq!(d["identity"], "x");
+    let _ = proc.child.kill();
+    let _ = proc.child.wait();
+    feed.remove().await;
 }

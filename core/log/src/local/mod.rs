@@ -856,8 +856,23 @@ fn commit(shared: &Shared, jobs: &mut [Job]) -> Committed {
     let last_block = last_block.finish();
     bytes += last_block.len() as u64;
     batch.insert(&id_key(block_first), last_block);
-    if let Err(e) = shared.events.apply_batch(batch) {
-        let msg = e.to_string();
+    // The events and their dedupe entries go in together: sled's IO
+    // threads write buffers out on their own, so a crash between two
+    // separate batches could keep an event and lose its key, and a retry
+    // (a redelivered broker message) would then store it twice.
+    let stored = if fresh_keys.is_empty() {
+        shared.events.apply_batch(batch).map_err(|e| e.to_string())
+    } else {
+        use sled::Transactional;
+        (&shared.events, &shared.dedupe)
+            .transaction(|(events, dedupe)| {
+                events.apply_batch(&batch)?;
+                dedupe.apply_batch(&dedupe_batch)?;
+                Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| format!("{e:?}"))
+    };
+    if let Err(msg) = stored {
         let results = results
             .into_iter()
             .map(|r| r.and_then(|_| Err(LogError::Append(msg.clone()))))
@@ -871,9 +886,6 @@ fn commit(shared: &Shared, jobs: &mut [Job]) -> Committed {
         .fetch_add(events.len() as u64, Ordering::Relaxed);
     shared.bytes.fetch_add(bytes, Ordering::Relaxed);
     let finish = || -> Result<(), LogError> {
-        if !fresh_keys.is_empty() {
-            shared.dedupe.apply_batch(dedupe_batch)?;
-        }
         if shared.fsync == Fsync::Always {
             shared.db.flush()?;
         }

@@ -204,11 +204,8 @@ impl Relay {
                                 }
                             }
                         }
-                        // Stored (or refused): not part of a later retry.
-                        if prepared[i].outcome.is_ok() {
-                            prepared[i].outcome = Ok(Vec::new());
-                        }
                     }
+                    // Each is stored or refused now: no retry of the batch.
                     break;
                 }
                 Err(KeyedError::Batch(error)) if !error.is_retryable() => {
