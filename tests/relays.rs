@@ -1090,3 +1090,143 @@ async fn a_reused_identity_with_other_content_is_dead_lettered_alone() {
     let _ = proc.child.wait();
     feed.remove().await;
 }
+
+/// `claim_idle`: entries another consumer of the group read and never
+/// acknowledged (a node that died) are taken over once idle that long.
+#[tokio::test]
+async fn redis_claim_idle_takes_over_a_dead_consumers_entries() {
+    if !need("redis") {
+        return;
+    }
+    let name = unique("claim");
+    let (mut feed, _) = Feed::create("redis", &name, None).await;
+    let topic = format!("relay/{name}/o");
+    feed.send(
+        &(0..3)
+            .map(|n| Msg {
+                subject: "o".into(),
+                body: publish_body(&topic, n),
+                id: format!("m{n}"),
+            })
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    // A consumer that reads them and dies without acknowledging.
+    let client = redis::Client::open("redis://127.0.0.1:6379").unwrap();
+    let mut c = client.get_connection().unwrap();
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&name)
+        .arg("spout")
+        .arg("0")
+        .query(&mut c)
+        .unwrap();
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("spout")
+        .arg("dead-node")
+        .arg("COUNT")
+        .arg(10)
+        .arg("STREAMS")
+        .arg(&name)
+        .arg(">")
+        .query(&mut c)
+        .unwrap();
+    let server = Server::start_toml(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[[source]]\nredis = {{ url = \"redis://127.0.0.1:6379\", stream = \"{name}\", group = \"spout\", consumer = \"live\", claim_idle = \"1s\" }}\n"
+    ))
+    .await;
+    let stored = wait_stored(server.addr, &topic, 3, Duration::from_secs(15)).await;
+    assert_eq!(
+        stored.len(),
+        3,
+        "the dead consumer's entries were claimed: {stored:?}"
+    );
+    // Acknowledged by the live consumer: nothing pending any more.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let pending: Vec<redis::Value> = redis::cmd("XPENDING")
+            .arg(&name)
+            .arg("spout")
+            .query(&mut c)
+            .unwrap();
+        if pending.first() == Some(&redis::Value::Int(0)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still pending: {pending:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.stop().await;
+    feed.remove().await;
+}
+
+/// `exchange` + `routing_keys`: the queue is bound at start, and a routing
+/// key becomes the `{subject}` of the topic (dots to slashes).
+#[tokio::test]
+async fn amqp_binds_its_queue_to_an_exchange_by_routing_key() {
+    if !need("amqp") {
+        return;
+    }
+    let name = unique("exchange");
+    let (feed, keys) = Feed::create("amqp", &name, None).await;
+    let Feed::Amqp { channel, .. } = &feed else {
+        unreachable!()
+    };
+    let exchange = format!("{name}_x");
+    channel
+        .exchange_declare(
+            exchange.as_str().into(),
+            lapin::ExchangeKind::Topic,
+            Default::default(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let keys = keys.replace(
+        "batch = 200 }",
+        &format!("batch = 200, exchange = \"{exchange}\", routing_keys = [\"orders.#\"] }}"),
+    );
+    let base = format!("relay/{name}");
+    let server = Server::start_toml(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[[source]]\n{keys}\ntopic = \"{base}/{{subject}}\"\n"
+    ))
+    .await;
+    wait_stats(server.addr, |s| {
+        s["pipeline"]["sources"][0]["state"] == "connected"
+    })
+    .await;
+    for (key, body) in [("orders.eu.42", "placed"), ("audit.x", "not bound")] {
+        channel
+            .basic_publish(
+                exchange.as_str().into(),
+                key.into(),
+                Default::default(),
+                body.as_bytes(),
+                lapin::BasicProperties::default().with_message_id(key.into()),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let stored = wait_stored(
+        server.addr,
+        &format!("{base}/orders/eu/42"),
+        1,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].1, "placed");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        poll_all(server.addr, &format!("{base}/**")).await.len(),
+        1,
+        "only the bound key"
+    );
+    server.stop().await;
+    let _ = channel
+        .exchange_delete(exchange.as_str().into(), Default::default())
+        .await;
+    feed.remove().await;
+}
