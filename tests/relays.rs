@@ -140,7 +140,14 @@ impl Feed {
             }
             "redis" => {
                 let client = redis::Client::open("redis://127.0.0.1:6379").unwrap();
-                let conn = client.get_multiplexed_async_connection().await.unwrap();
+                // The default 500 ms response timeout is too short for a
+                // pipeline of XADDs on a loaded CI machine.
+                let config = redis::AsyncConnectionConfig::new()
+                    .set_response_timeout(Some(Duration::from_secs(10)));
+                let conn = client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await
+                    .unwrap();
                 let stream = name.to_owned();
                 let keys = format!(
                     "redis = {{ url = \"redis://{}\", stream = \"{stream}\", group = \"spout\", consumer = \"test-node\", batch = 200 }}",

@@ -149,8 +149,12 @@ impl Feed {
             }
             Via::Redis => {
                 let client = redis::Client::open(url).map_err(|e| err(&e))?;
+                // Pipelines of XADDs can take longer than the default
+                // 500 ms response timeout on a loaded machine.
+                let config = redis::AsyncConnectionConfig::new()
+                    .set_response_timeout(Some(Duration::from_secs(10)));
                 let conn = client
-                    .get_multiplexed_async_connection()
+                    .get_multiplexed_async_connection_with_config(&config)
                     .await
                     .map_err(|e| err(&e))?;
                 Ok(Feed::Redis(conn))
