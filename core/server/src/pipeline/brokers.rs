@@ -8,7 +8,6 @@ use crate::config::SourceDecl;
 use crate::config::{ConfigError, Origin};
 use crate::plugin::typed::kinds;
 use crate::plugin::{SourcePlugin, TransformPlugin};
-use std::hash::{Hash, Hasher};
 
 /// Where dead letters go when a source names no `dead_letter` topic.
 pub const DEFAULT_DEAD_LETTER: &str = "spout/dead-letter";
@@ -184,23 +183,14 @@ pub(super) fn resolve(
         ),
         None => None,
     };
-    let transforms: Vec<TransformPlugin> = decl
-        .transforms
-        .iter()
-        .enumerate()
-        .map(|(j, t)| {
-            wiring
-                .slot(t, format!("{route}.transforms[{j}]"), &route)
-                .wire::<kinds::Transform>()
-        })
-        .collect::<Result<_, _>>()?;
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    (&name, &topic, &dead_letter, &id_field).hash(&mut h);
-    format!("{kind:?}").hash(&mut h);
-    plugin.as_ref().map(|p| p.fingerprint()).hash(&mut h);
-    for t in &transforms {
-        t.fingerprint().hash(&mut h);
-    }
+    let transforms = wiring.transforms(&decl.transforms, &format!("{route}.transforms"), &route)?;
+    let fingerprint = super::fingerprint(
+        &format!("{name:?} {kind:?} {topic:?} {dead_letter:?} {id_field:?}"),
+        plugin
+            .iter()
+            .map(|p| p.fingerprint())
+            .chain(transforms.iter().map(|t| t.fingerprint())),
+    );
     Ok(BrokerRoute {
         name,
         kind,
@@ -209,7 +199,7 @@ pub(super) fn resolve(
         topic,
         dead_letter,
         id_field,
-        fingerprint: h.finish(),
+        fingerprint,
     })
 }
 

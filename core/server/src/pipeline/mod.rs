@@ -112,6 +112,19 @@ pub struct SourceRoute {
     pub fingerprint: u64,
 }
 
+/// Equal for equal declarations (`what`, their `Debug` text) with
+/// unchanged plugins (their [`Plugin::fingerprint`]s, in order): a reload
+/// keeps such a source running.
+fn fingerprint(what: &str, plugins: impl Iterator<Item = u64>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    what.hash(&mut h);
+    for p in plugins {
+        p.hash(&mut h);
+    }
+    h.finish()
+}
+
 /// The loaded plugins, for wiring config slots.
 struct Wiring<'a> {
     plugins: &'a BTreeMap<String, Arc<Plugin>>,
@@ -119,6 +132,24 @@ struct Wiring<'a> {
 }
 
 impl Wiring<'_> {
+    /// Wires a list of transform slots at `KEY[j]` (`publish.transforms`,
+    /// `source[i].transforms`), in order.
+    fn transforms(
+        &self,
+        slots: &[Spanned<String>],
+        key: &str,
+        route: &str,
+    ) -> Result<Vec<TransformPlugin>, ConfigError> {
+        slots
+            .iter()
+            .enumerate()
+            .map(|(j, t)| {
+                self.slot(t, format!("{key}[{j}]"), route)
+                    .wire::<kinds::Transform>()
+            })
+            .collect()
+    }
+
     /// The slot `slot` (at `key`, in `route`) to be wired.
     fn slot<'b>(&'b self, slot: &'b Spanned<String>, key: String, route: &'b str) -> Slot<'b> {
         Slot {
@@ -377,17 +408,11 @@ impl Pipeline {
                 ),
                 None => None,
             },
-            transforms: config
-                .publish
-                .transforms
-                .iter()
-                .enumerate()
-                .map(|(j, t)| {
-                    wiring
-                        .slot(t, format!("publish.transforms[{j}]"), route)
-                        .wire::<kinds::Transform>()
-                })
-                .collect::<Result<_, _>>()?,
+            transforms: wiring.transforms(
+                &config.publish.transforms,
+                "publish.transforms",
+                route,
+            )?,
         };
 
         let mut sources: Vec<SourceRoute> = Vec::new();
@@ -472,26 +497,13 @@ impl Pipeline {
                     ))
                 }
             };
-            let transforms: Vec<TransformPlugin> = src
-                .transforms
-                .iter()
-                .enumerate()
-                .map(|(j, t)| {
-                    wiring
-                        .slot(t, format!("{route}.transforms[{j}]"), &route)
-                        .wire::<kinds::Transform>()
-                })
-                .collect::<Result<_, _>>()?;
-            let fingerprint = {
-                use std::hash::{Hash, Hasher};
-                let mut h = std::collections::hash_map::DefaultHasher::new();
-                format!("{driver:?}").hash(&mut h);
-                plugin.fingerprint().hash(&mut h);
-                for t in &transforms {
-                    t.fingerprint().hash(&mut h);
-                }
-                h.finish()
-            };
+            let transforms =
+                wiring.transforms(&src.transforms, &format!("{route}.transforms"), &route)?;
+            let fingerprint = fingerprint(
+                &format!("{driver:?}"),
+                std::iter::once(plugin.fingerprint())
+                    .chain(transforms.iter().map(|t| t.fingerprint())),
+            );
             sources.push(SourceRoute {
                 plugin,
                 driver,

@@ -104,11 +104,6 @@ impl SourceStatus {
         }
     }
 
-    /// Messages acknowledged so far.
-    pub fn messages(&self) -> u64 {
-        self.messages.load(Ordering::Relaxed)
-    }
-
     /// The `/stats` entry.
     pub fn to_json(&self) -> serde_json::Value {
         let inner = self.inner();
