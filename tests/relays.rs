@@ -312,9 +312,9 @@ impl Feed {
                     let props = lapin::BasicProperties::default()
                         .with_message_id(m.id.as_str().into())
                         .with_delivery_mode(2);
-                    // The default exchange routes by queue name; the routing
-                    // key is the subject the relay sees.
-                    let _ = &m.subject;
+                    // The default exchange routes by queue name: the queue is
+                    // the routing key (the subject the relay sees), not
+                    // `m.subject`.
                     confirms.push(
                         channel
                             .basic_publish(
@@ -897,6 +897,20 @@ async fn a_plugin_maps_messages_and_transforms_run_before_the_log() {
     })
     .await;
     assert_eq!(s["pipeline"]["sources"][0]["plugin"], "applog");
+    // The source's metrics, labelled with its name.
+    let (_, _, metrics) =
+        body_bytes(request(server.addr, http::Method::GET, "/metrics", &[], "").await).await;
+    let metrics = String::from_utf8_lossy(&metrics);
+    for line in [
+        format!("spout_source_messages_total{{source=\"redis:{name}/spout\"}} 1"),
+        format!("spout_source_events_total{{source=\"redis:{name}/spout\"}} 1"),
+        format!("spout_source_connected{{source=\"redis:{name}/spout\"}} 1"),
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no `{line}` in /metrics"
+        );
+    }
     server.stop().await;
     feed.remove().await;
 }
