@@ -84,7 +84,8 @@ const MAX_POLL_WAIT = 30;
  *
  * Status goes `'connecting'` -> `'open'` (a stream) or `'polling'` (long polling), back to
  * `'connecting'` while reconnecting, and `'closed'` after {@link Spout#close} or a
- * `revoked` / `replaced` frame.
+ * `revoked` / `replaced` frame, or when the server answers `204 No Content` (a banned
+ * user: the SSE spec's way to say "do not reconnect") or `403` with `"error": "banned"`.
  *
  * @example
  * const s = new Spout('/events', { topics: ['notifications/alice'], params: { token } });
@@ -398,7 +399,8 @@ export class Spout {
       if (gen !== this.#gen) return;
       const closed = es.readyState === (ES.CLOSED ?? 2);
       if (closed) {
-        this.#retry(gen, { reason: 'closed', failure: true });
+        // EventSource hides the status: ask once whether it was a 204 (stop).
+        this.#probeClosed(gen);
         return;
       }
       // EventSource retries network errors itself; count them for the poll fallback.
@@ -411,6 +413,33 @@ export class Spout {
         this.#retry(gen, { reason: 'fallback', failure: false });
       }
     };
+  }
+
+  async #probeClosed(gen) {
+    let status;
+    try {
+      const ctrl = new AbortController();
+      const res = await this.#fetch(this.#streamUrl(false), this.#fetchInit(ctrl.signal, 'text/event-stream'));
+      status = res.status;
+      ctrl.abort();
+    } catch {
+      // unreachable: retry as before
+    }
+    if (gen !== this.#gen) return;
+    if (status === 204) this.#refused(gen, { status });
+    else this.#retry(gen, { reason: 'closed', failure: true });
+  }
+
+  /**
+   * The server refused this client for good (204 on a stream, `banned`): emit a
+   * `revoked` control event and close, without reconnecting.
+   */
+  #refused(gen, info) {
+    this.#frame(gen, {
+      type: 'revoked',
+      id: null,
+      data: JSON.stringify({ reason: info.detail || 'the server refused the stream (do not reconnect)', status: info.status }),
+    });
   }
 
   #listenOnEventSource(type) {
@@ -438,8 +467,17 @@ export class Spout {
       return;
     }
     const type = res.headers.get('content-type') || '';
+    if (res.status === 204) {
+      res.body?.cancel().catch(() => {});
+      this.#refused(gen, { status: 204 });
+      return;
+    }
     if (!res.ok || !type.toLowerCase().startsWith('text/event-stream') || !res.body) {
       const info = await errorInfo(res);
+      if (info.error === 'banned') {
+        this.#refused(gen, { status: res.status, ...info });
+        return;
+      }
       this.#retry(gen, { reason: 'http', failure: true, status: res.status, ...info });
       return;
     }
@@ -496,8 +534,16 @@ export class Spout {
       try {
         const res = await this.#fetch(u.href, this.#fetchInit(ctrl.signal, 'application/json'));
         if (gen !== this.#gen) return;
+        if (res.status === 204) {
+          this.#refused(gen, { status: 204 });
+          return;
+        }
         if (!res.ok) {
           const info = await errorInfo(res);
+          if (info.error === 'banned') {
+            this.#refused(gen, { status: res.status, ...info });
+            return;
+          }
           this.#retry(gen, { reason: 'http', failure: true, status: res.status, ...info });
           return;
         }

@@ -251,6 +251,10 @@ pub trait Backend: Send + Sync {
     fn is_ready(&self) -> bool;
     /// Stops its threads or tasks and makes everything durable.
     fn close(&self) -> Result<(), LogError>;
+    /// Erases every stored event `matches` selects (an operator's erasure
+    /// request) and returns how many; their ids are never given again.
+    /// Blocking: call it off the async workers.
+    fn erase(&self, matches: &(dyn Fn(&View<'_>) -> bool + Sync)) -> Result<u64, LogError>;
     /// Makes everything appended so far durable now, whatever the `fsync`
     /// mode (a relay acknowledges its broker only after this). Backends
     /// whose appends are durable when they return need do nothing.
@@ -396,6 +400,12 @@ impl EventLog {
         mut visit: impl FnMut(u64, View<'_>) -> Result<bool, LogError>,
     ) -> Result<u64, LogError> {
         self.inner.backend.scan(after, until, max_scan, &mut visit)
+    }
+
+    /// Erases every stored event `matches` selects, from every node's
+    /// replay, `/poll` and history; returns how many. Blocking.
+    pub fn erase(&self, matches: &(dyn Fn(&View<'_>) -> bool + Sync)) -> Result<u64, LogError> {
+        self.inner.backend.erase(matches)
     }
 
     /// The log sequence of the event a Mercure publisher gave `wire_id`, if

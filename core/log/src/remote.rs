@@ -58,7 +58,7 @@ impl Redis {
 
     /// A dedicated async connection (the stream reader's, whose blocking
     /// reads must not hold up other commands).
-    pub(crate) async fn dedicated(
+    pub async fn dedicated(
         &self,
         response_timeout: Duration,
     ) -> redis::RedisResult<redis::aio::MultiplexedConnection> {

@@ -22,6 +22,9 @@ pub enum Store {
     },
 }
 
+/// A key (without the store's prefix) and its value.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
 impl Store {
     fn key(prefix: &str, key: &[u8]) -> Vec<u8> {
         let mut k = Vec::with_capacity(prefix.len() + key.len());
@@ -80,6 +83,43 @@ impl Store {
             Store::Shared { redis, prefix } => {
                 redis.with_sync(|c| redis::cmd("GETDEL").arg(Store::key(prefix, key)).query(c))
             }
+        }
+    }
+
+    /// Every entry (key without the prefix, value): for small stores read
+    /// whole at start-up (bans). Blocking.
+    pub fn entries(&self) -> Result<Vec<Entry>, LogError> {
+        match self {
+            Store::Local(t) => t
+                .iter()
+                .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(Into::into))
+                .collect(),
+            Store::Shared { redis, prefix } => redis.with_sync(|c| {
+                let mut keys: Vec<Vec<u8>> = Vec::new();
+                let mut cursor = 0u64;
+                loop {
+                    let (next, batch): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(format!("{prefix}*"))
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query(c)?;
+                    keys.extend(batch);
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
+                }
+                let mut out = Vec::new();
+                for k in keys {
+                    let v: Option<Vec<u8>> = redis::cmd("GET").arg(&k).query(c)?;
+                    if let Some(v) = v {
+                        out.push((k[prefix.len().min(k.len())..].to_vec(), v));
+                    }
+                }
+                Ok(out)
+            }),
         }
     }
 

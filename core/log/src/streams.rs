@@ -487,6 +487,64 @@ impl Backend for RedisLog {
     fn is_ready(&self) -> bool {
         RedisLog::is_ready(self)
     }
+    fn erase(&self, matches: &(dyn Fn(&View<'_>) -> bool + Sync)) -> Result<u64, LogError> {
+        // Walks the stream in pages; XDEL removes an entry for every node
+        // at once (their replays read the same stream), and ids in a Redis
+        // stream only grow, so an erased id is never handed out again.
+        let mut start = "-".to_owned();
+        let mut erased = 0u64;
+        loop {
+            let page: Value = self.redis.with_sync(|c| {
+                redis::cmd("XRANGE")
+                    .arg(&self.stream)
+                    .arg(&start)
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(ERASE_PAGE)
+                    .query(c)
+            })?;
+            let entries = entries_of(page);
+            let Some((last, _)) = entries.last() else {
+                break;
+            };
+            start = format!("({}", unpack(*last));
+            let full = entries.len() == ERASE_PAGE;
+            let mut ids = Vec::new();
+            let mut keys = Vec::new();
+            for (id, rec) in &entries {
+                let view =
+                    record::decode(rec).map_err(|source| LogError::Corrupt { id: *id, source })?;
+                if matches(&view) {
+                    ids.push(unpack(*id));
+                    for k in dedupe_keys(view.topic, view.key, view.wire_id)
+                        .into_iter()
+                        .flatten()
+                    {
+                        let mut full = self.dedupe.clone().into_bytes();
+                        full.extend_from_slice(&k);
+                        keys.push(full);
+                    }
+                }
+            }
+            if !ids.is_empty() {
+                let n: u64 = self.redis.with_sync(|c| {
+                    let mut p = redis::pipe();
+                    p.cmd("XDEL").arg(&self.stream).arg(&ids);
+                    if !keys.is_empty() {
+                        p.cmd("DEL").arg(&keys).ignore();
+                    }
+                    let (n,): (u64,) = p.query(c)?;
+                    Ok(n)
+                })?;
+                erased += n;
+                self.count.fetch_sub(n.min(self.count()), Ordering::Relaxed);
+            }
+            if !full {
+                break;
+            }
+        }
+        Ok(erased)
+    }
     fn close(&self) -> Result<(), LogError> {
         self.stop.cancel();
         Ok(())
@@ -510,6 +568,9 @@ fn xread_entries(reply: Value) -> Vec<(u64, Vec<u8>)> {
 }
 
 /// `[[id, [field, value, …]], …]` → (packed id, value of field `r`).
+/// Entries read per page while erasing.
+const ERASE_PAGE: usize = 1000;
+
 fn entries_of(v: Value) -> Vec<(u64, Vec<u8>)> {
     let Value::Array(entries) = v else {
         return Vec::new();

@@ -39,6 +39,9 @@ pub struct Config {
     /// `[mercure]`: the Mercure protocol at `/.well-known/mercure`; off
     /// when the section is absent.
     pub mercure: Option<MercureConfig>,
+    /// `[api]`: the operator API under `/api` (topics, presence,
+    /// disconnect and bans, history erasure, info); off when absent.
+    pub api: Option<ApiConfig>,
     /// `[cluster]`: run as one of several nodes on Redis Streams; absent =
     /// the embedded sled log.
     pub cluster: Option<ClusterConfig>,
@@ -143,6 +146,10 @@ pub struct StreamRoute {
     /// for it (`?accept-encoding=gzip` or `X-Spout-Accept-Encoding`).
     #[serde(default)]
     pub compress: Option<CompressDecl>,
+    /// Track who receives each topic on this route for `GET /api/presence`
+    /// and send the route's subscribers `event: join` / `event: leave`.
+    #[serde(default)]
+    pub presence: bool,
 }
 
 /// `batch = { plugin = "NAME", window = "100ms", max = 50 }`.
@@ -259,6 +266,15 @@ pub struct PublishRoute {
     pub auth: Option<Spanned<String>>,
     /// Transform plugins run on published events before they are stored.
     pub transforms: Vec<Spanned<String>>,
+}
+
+/// `[api]`: the operator API. Every call is authorized by `auth`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// An auth plugin (e.g. one using `builtin:auth-apikey`); a call it
+    /// refuses gets its status, and the principal is logged with each call.
+    pub auth: Spanned<String>,
 }
 
 /// `[cluster]`: several Spout nodes sharing one history in Redis.

@@ -61,6 +61,8 @@ pub struct App {
     pub cluster: Option<Arc<crate::cluster::Presence>>,
     /// Stops background tasks tied to the app (cluster presence).
     pub stop: tokio_util::sync::CancellationToken,
+    /// Users an operator banned for a while (`POST /api/disconnect`).
+    pub bans: crate::bans::Bans,
     /// Set when shutdown begins; `/readyz` turns 503.
     shutting_down: AtomicBool,
 }
@@ -97,6 +99,7 @@ impl App {
             tracing::info!(plugins = pipeline.plugins.len(), elapsed = ?started.elapsed(), "pipeline ready");
         }
         let tickets = crate::tickets::TicketStore::new(log.store("tickets", "ticket:")?);
+        let bans = crate::bans::Bans::load(log.store("bans", "ban:")?);
         let ingest = crate::pipeline::ingest::Ingest::new(
             log.clone(),
             config.server.limits.max_event_bytes.as_u64() as usize,
@@ -112,7 +115,8 @@ impl App {
         let cluster = log
             .redis()
             .map(|r| crate::cluster::start(r.clone(), hub.clone(), stop.clone()));
-        Ok(Arc::new(App {
+        let app = Arc::new(App {
+            bans,
             config: Arc::new(config),
             log,
             hub,
@@ -129,7 +133,9 @@ impl App {
             cluster,
             stop,
             shutting_down: AtomicBool::new(false),
-        }))
+        });
+        crate::operate::wire_cluster(&app);
+        Ok(app)
     }
 
     /// What hot reload needs (see [`crate::pipeline::reload`]).

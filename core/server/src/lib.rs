@@ -28,12 +28,14 @@
 #![warn(missing_docs)]
 
 pub mod app;
+pub mod bans;
 pub mod cluster;
 pub mod filter;
 pub mod http;
 pub mod hub;
 pub mod limits;
 pub mod metrics;
+pub mod operate;
 pub mod pipeline;
 pub mod queue;
 pub mod server;

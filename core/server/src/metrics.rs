@@ -41,6 +41,10 @@ pub struct TopicCounters {
     pub published: Counter,
     /// `spout_events_delivered_total{topic}`: events queued to subscribers.
     pub delivered: Counter,
+    /// Events fanned out on this node since start (for `/api/topics`).
+    pub count: u64,
+    /// The last of them.
+    pub last_id: u64,
 }
 
 impl TopicCounters {
@@ -48,6 +52,8 @@ impl TopicCounters {
         TopicCounters {
             published: metrics::counter!("spout_events_published_total", "topic" => label.to_string()),
             delivered: metrics::counter!("spout_events_delivered_total", "topic" => label.to_string()),
+            count: 0,
+            last_id: 0,
         }
     }
 }
@@ -60,17 +66,21 @@ pub struct TopicMetrics {
 }
 
 impl TopicMetrics {
+    /// Events fanned out to `topic` since start and the last one's id, if
+    /// the topic has its own counters.
+    pub fn seen(&self, topic: &str) -> Option<(u64, u64)> {
+        self.by_topic.get(topic).map(|c| (c.count, c.last_id))
+    }
+
     /// The counters for `topic` (or for `_other` once the cap is reached).
-    pub fn get(&mut self, topic: &Arc<str>) -> &TopicCounters {
-        if !self.by_topic.contains_key(topic) {
-            if self.by_topic.len() >= MAX_TOPIC_LABELS {
-                return self
-                    .other
-                    .get_or_insert_with(|| TopicCounters::new("_other"));
-            }
-            self.by_topic
-                .insert(topic.clone(), TopicCounters::new(topic));
+    pub fn get(&mut self, topic: &Arc<str>) -> &mut TopicCounters {
+        if !self.by_topic.contains_key(topic) && self.by_topic.len() >= MAX_TOPIC_LABELS {
+            return self
+                .other
+                .get_or_insert_with(|| TopicCounters::new("_other"));
         }
-        &self.by_topic[topic]
+        self.by_topic
+            .entry(topic.clone())
+            .or_insert_with(|| TopicCounters::new(topic))
     }
 }

@@ -159,7 +159,7 @@ impl Shaper {
                     self.pending.push(e.clone());
                 }
                 Item::Heartbeat => heartbeat = true,
-                Item::Event(_) | Item::Wake => {}
+                Item::Event(_) | Item::Wake | Item::Control(_) => {}
             }
         }
         match self.shape.window() {
@@ -486,7 +486,29 @@ impl Body for EventStream {
                     }
                     this.behind_since = None;
                     if let Some(sh) = this.shaper.as_deref_mut() {
-                        if sh.take(&this.batch, &mut this.cursor) {
+                        // Presence frames carry no id: they go out at once,
+                        // not in the window.
+                        let controls: Vec<&Bytes> = this
+                            .batch
+                            .iter()
+                            .filter_map(|i| match i {
+                                Item::Control(f) => Some(f),
+                                _ => None,
+                            })
+                            .collect();
+                        let controls = match controls.as_slice() {
+                            [] => None,
+                            [one] => Some((*one).clone()),
+                            many => Some(Bytes::from(many.iter().fold(Vec::new(), |mut v, f| {
+                                v.extend_from_slice(f);
+                                v
+                            }))),
+                        };
+                        let heartbeat = sh.take(&this.batch, &mut this.cursor);
+                        if let Some(frames) = controls {
+                            return Poll::Ready(Some(Ok(Frame::data(frames))));
+                        }
+                        if heartbeat {
                             return Poll::Ready(Some(Ok(Frame::data(HEARTBEAT.clone()))));
                         }
                         continue;
@@ -520,6 +542,7 @@ fn coalesce(items: &[Item], cursor: &mut u64) -> Option<Bytes> {
         }
         Item::Event(_) => None,
         Item::Heartbeat => Some(&HEARTBEAT),
+        Item::Control(frame) => Some(frame),
         Item::Wake => None,
     });
     let first = parts.next()?.clone();

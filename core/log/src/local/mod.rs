@@ -12,6 +12,7 @@
 //! one insert and one flush.
 
 mod block;
+mod erase;
 pub(crate) mod inventory;
 pub(crate) mod mark;
 pub mod repair;
@@ -77,6 +78,9 @@ struct Shared {
     mark: Option<Mutex<Mark>>,
     /// Registered once: looking a gauge up per commit costs a hash of its key.
     gauges: LogGauges,
+    /// Held by whatever rewrites stored blocks (retention, erasure): the
+    /// appender only adds new ones.
+    rewrite: Mutex<()>,
 }
 
 struct LogGauges {
@@ -120,7 +124,11 @@ fn verify_tree(dir: &Path, events: &sled::Tree) -> Result<Contents, LogError> {
         if n == 0 {
             continue;
         }
-        c.count += n;
+        // Erased events leave empty records (see `erase`).
+        let erased = block::records(&v)
+            .filter(|r| r.as_ref().is_ok_and(|r| r.is_empty()))
+            .count() as u64;
+        c.count += n - erased;
         c.bytes += v.len() as u64;
         c.last = c.last.max(first + n - 1);
         c.chain.add(BlockInfo {
@@ -377,6 +385,7 @@ impl Shared {
                 bytes: metrics::gauge!("spout_log_bytes"),
                 last_id: metrics::gauge!("spout_log_last_id"),
             },
+            rewrite: Mutex::new(()),
         })
     }
 
@@ -571,10 +580,14 @@ impl Backend for SledLog {
                     if seen == max_scan {
                         return Ok(cursor);
                     }
-                    let view = rec
-                        .and_then(decode)
-                        .map_err(|source| LogError::Corrupt { id, source })?;
+                    let rec = rec.map_err(|source| LogError::Corrupt { id, source })?;
                     seen += 1;
+                    if rec.is_empty() {
+                        // Erased.
+                        cursor = id;
+                        continue;
+                    }
+                    let view = decode(rec).map_err(|source| LogError::Corrupt { id, source })?;
                     cursor = id;
                     if !visit(id, view)? {
                         return Ok(cursor);
@@ -595,6 +608,10 @@ impl Backend for SledLog {
 
     fn is_ready(&self) -> bool {
         !self.shared.stopped.load(Ordering::Acquire)
+    }
+
+    fn erase(&self, matches: &(dyn Fn(&View<'_>) -> bool + Sync)) -> Result<u64, LogError> {
+        erase::erase(&self.shared, matches)
     }
 
     /// Stops the appender and the background thread, flushes everything to

@@ -266,6 +266,13 @@ pub fn repair(dir: &Path) -> Result<RepairReport, LogError> {
             if id <= written {
                 continue;
             }
+            if rec.is_empty() {
+                // An erased event keeps its place (and its id).
+                let (_, w) = out.get_or_insert_with(|| (id, block::BlockWriter::new(id, written)));
+                w.push_record(rec);
+                written = id;
+                continue;
+            }
             let Ok(view) = record::decode(rec) else {
                 report.damaged_blocks.push((id, "unreadable record".into()));
                 continue;

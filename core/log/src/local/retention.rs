@@ -73,6 +73,7 @@ pub(super) fn enforce(shared: &Shared, cfg: &RetentionConfig, now: u64) -> Resul
 }
 
 fn enforce_inner(shared: &Shared, cfg: &RetentionConfig, now: u64) -> Result<u64, LogError> {
+    let _rewriting = shared.rewrite.lock().unwrap_or_else(|e| e.into_inner());
     let mut removed = 0u64;
     loop {
         let Some((k, v)) = shared.events.first()? else {
@@ -90,6 +91,11 @@ fn enforce_inner(shared: &Shared, cfg: &RetentionConfig, now: u64) -> Result<u64
         let mut bytes = shared.bytes.load(Ordering::Relaxed);
         let mut dedupe = sled::Batch::default();
         let mut drop_n = 0u64;
+        // Erased records dropped with the block front (already uncounted),
+        // and those seen since the last dropped event: they go with the
+        // next dropped event, or stay in front of the first kept one.
+        let mut gone = 0u64;
+        let mut pending = 0u64;
         // Filled only once the first kept event is known (see below).
         let mut keep: Option<block::BlockWriter> = None;
         for (i, rec) in block::records(&v).enumerate() {
@@ -99,12 +105,20 @@ fn enforce_inner(shared: &Shared, cfg: &RetentionConfig, now: u64) -> Result<u64
                 keep.push_record(rec);
                 continue;
             }
+            if rec.is_empty() {
+                pending += 1;
+                continue;
+            }
             let view = super::decode(rec).map_err(|source| LogError::Corrupt { id, source })?;
             // Ids at or below the floor are gone already (a crash between
             // recording the floor and deleting can leave them behind).
             if id > floor && !over_bounds(cfg, count, bytes, view.time_ms, now) {
                 // The shortened block follows the last removed event.
-                let mut w = block::BlockWriter::new(id, id - 1);
+                let start = id - pending;
+                let mut w = block::BlockWriter::new(start, start - 1);
+                for _ in 0..pending {
+                    w.push_record(&[]);
+                }
                 w.push_record(rec);
                 keep = Some(w);
                 continue;
@@ -120,11 +134,17 @@ fn enforce_inner(shared: &Shared, cfg: &RetentionConfig, now: u64) -> Result<u64
             count = count.saturating_sub(1);
             bytes = bytes.saturating_sub(block::footprint(rec));
             drop_n += 1;
+            gone += pending;
+            pending = 0;
         }
-        if drop_n == 0 {
+        if keep.is_none() {
+            // A block whose remaining records are all erased goes whole.
+            gone += pending;
+        }
+        if drop_n + gone == 0 {
             return Ok(removed);
         }
-        let last = first + drop_n - 1;
+        let last = first + drop_n + gone - 1;
         // Record the new floor before deleting (in the mark too, which
         // start-up checks sled against), so a crash in between can only make
         // a resume report a reset it did not strictly need.

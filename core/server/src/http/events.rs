@@ -43,7 +43,10 @@ pub async fn subscribe<B>(
     let selectors = selectors(&query, app.config.server.limits.max_topics)?;
     let resume = last_event_id(req, &query)?;
     let topics: Vec<String> = selectors.iter().map(|s| s.as_str().to_string()).collect();
-    let who = admit(app, conn.peer, req, &query, route, &selectors).await?;
+    let who = match admit(app, conn.peer, req, &query, route, &selectors).await {
+        Ok(who) => who,
+        Err(e) => return super::refusal_for(req, e),
+    };
     let filter = (!route.filters.is_empty()).then(|| {
         let sub = subscription(
             who.user.as_deref().unwrap_or(""),
@@ -63,6 +66,7 @@ pub async fn subscribe<B>(
         filter,
         auth: who.auth_request,
         admission: None,
+        presence: route.presence,
     })?;
     let head = app.log.head();
 

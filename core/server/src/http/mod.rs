@@ -10,6 +10,7 @@
 //! | `POST /connections/{id}/topics` | [`connections`]: change an open stream's topics |
 //! | `/.well-known/mercure[/subscriptions…]` | [`mercure`]: the Mercure protocol |
 
+pub mod api;
 pub mod connections;
 pub mod cors;
 pub mod direct;
@@ -133,6 +134,8 @@ where
             Box::pin(hooks::deliver(app, req, &name)).await
         }
         Target::Publish => Box::pin(publish::publish(app, conn, req)).await,
+        Target::Api => Box::pin(api::route(app, conn, req)).await,
+        Target::OpenApi => Ok(ops::openapi()),
         Target::Tickets => Box::pin(tickets::issue(app, conn, req)).await,
         Target::Poll => Box::pin(poll::poll(app, conn, &req)).await,
         Target::Metrics => Ok(ops::metrics(app)),
@@ -211,7 +214,7 @@ pub async fn admit<B>(
     app.limits
         .check_ip(app.limits.client_ip(peer, req.headers()))?;
     let ticket = query.iter().find(|(k, _)| k == "ticket");
-    match &route.auth {
+    let admitted: Result<Admitted, ApiError> = match &route.auth {
         Some(_) if ticket.is_some() => {
             let id = ticket.map_or("", |(_, v)| v.as_str());
             let t = tickets::redeem(app, id, &route.path).await?;
@@ -246,7 +249,59 @@ pub async fn admit<B>(
             claims: "{}".into(),
             auth_request: None,
         }),
+    };
+    let admitted = admitted?;
+    if let Some(u) = &admitted.user {
+        check_ban(app, u)?;
     }
+    Ok(admitted)
+}
+
+/// Refuses a banned user's new stream: 403 `banned` naming when the ban
+/// ends (a stream route answers an EventSource 204 instead: see
+/// [`refusal_for`]).
+pub fn check_ban(app: &App, user: &str) -> Result<(), ApiError> {
+    match app.bans.of(user) {
+        None => Ok(()),
+        Some(ban) => {
+            let left =
+                std::time::Duration::from_millis(ban.until.saturating_sub(crate::event::now_ms()));
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "banned",
+                format!(
+                    "user `{user}` is banned for {} more ({})",
+                    humantime::format_duration(std::time::Duration::from_secs(
+                        left.as_secs().max(1)
+                    )),
+                    ban.reason
+                ),
+            ))
+        }
+    }
+}
+
+/// What a stream route answers a refused subscribe: a banned client that
+/// asks for `text/event-stream` (every EventSource does) gets `204 No
+/// Content`, which per the SSE spec makes it stop reconnecting; every
+/// other refusal is its error.
+pub fn refusal_for<B>(req: &Request<B>, err: ApiError) -> Result<Response<Body>, ApiError> {
+    let wants_stream = req
+        .headers()
+        .get_all(http::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("text/event-stream"));
+    if err.error == "banned" && wants_stream {
+        let mut resp = Response::new(Either::Left(Full::new(Bytes::new())));
+        *resp.status_mut() = StatusCode::NO_CONTENT;
+        resp.headers_mut().insert(
+            "x-spout-refused",
+            http::header::HeaderValue::from_static("banned"),
+        );
+        return Ok(resp);
+    }
+    Err(err)
 }
 
 /// The subscriber's user from `?user=`, which is only honoured when

@@ -33,6 +33,18 @@ pub fn console() -> Response<Body> {
     resp
 }
 
+/// `GET /openapi.json`: the OpenAPI 3.1 document of every route Spout
+/// serves (kept beside the router; `tests/openapi.rs` fails when they
+/// disagree).
+pub fn openapi() -> Response<Body> {
+    let mut resp = Response::new(Either::Left(Full::new(Bytes::from_static(include_bytes!(
+        "openapi.json"
+    )))));
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
 /// `GET /favicon.ico`: Spout's icon (a PNG, which browsers take at this
 /// path), so pages served by Spout do not log a 404 each.
 pub fn favicon() -> Response<Body> {

@@ -23,6 +23,10 @@ pub enum Target<'p> {
     Hook(&'p str),
     /// `POST /publish`.
     Publish,
+    /// `/api/...`: the operator API.
+    Api,
+    /// `GET /openapi.json`.
+    OpenApi,
     /// `POST /tickets`.
     Tickets,
     /// `GET /poll`.
@@ -61,8 +65,12 @@ impl<'p> Target<'p> {
         if let Some(name) = hooks::hook_name(path) {
             return Target::Hook(name);
         }
+        if super::api::is_api_path(path) {
+            return Target::Api;
+        }
         match path {
             "/publish" => Target::Publish,
+            "/openapi.json" => Target::OpenApi,
             "/tickets" => Target::Tickets,
             "/poll" => Target::Poll,
             "/metrics" => Target::Metrics,
@@ -88,12 +96,13 @@ impl<'p> Target<'p> {
             | Target::Healthz
             | Target::Readyz
             | Target::Stats
+            | Target::OpenApi
             | Target::Console => method == Method::GET,
             Target::Static(_) | Target::Favicon => method == Method::GET || method == Method::HEAD,
             Target::ConnectionTopics(_) | Target::Hook(_) | Target::Publish | Target::Tickets => {
                 method == Method::POST
             }
-            Target::Mercure | Target::NotFound => return None,
+            Target::Mercure | Target::Api | Target::NotFound => return None,
         })
     }
 

@@ -21,9 +21,11 @@
 //! connections that stayed lagged without even reading (see [`Hub::tick`]).
 
 mod lanes;
+mod presence;
 mod routes;
 mod subscriber;
 
+pub use presence::{ConnectionInfo, Disconnect, PresenceChange, PresenceHook, TopicInfo};
 pub use subscriber::{Subscriber, Subscription};
 
 use crate::event::{now_ms, Event};
@@ -52,6 +54,8 @@ pub enum Item {
     Heartbeat,
     /// Nothing to write; wakes the stream so it notices a flag (shutdown).
     Wake,
+    /// A rendered frame without an id (`event: join` / `event: leave`).
+    Control(bytes::Bytes),
 }
 
 /// Why a subscription was refused.
@@ -89,6 +93,9 @@ pub struct SubscribeSpec {
     /// selectors and claims), which decides what it receives instead of
     /// `selectors` (then empty).
     pub admission: Option<Arc<dyn Admission>>,
+    /// Its route tracks presence: it is listed by `/api/presence`, and its
+    /// joining and leaving is announced to the route's other subscribers.
+    pub presence: bool,
 }
 
 /// Live counts for `/stats`.
@@ -133,6 +140,8 @@ struct Inner {
     overflow: Counter,
     /// One filter lane per stream route with filters, started on first use.
     lanes: Lanes,
+    /// Cluster mode: passes presence changes on to the other nodes.
+    presence_hook: OnceLock<PresenceHook>,
 }
 
 /// Filtered subscribers with their matched events, grouped by filter group.
@@ -180,6 +189,7 @@ impl Hub {
                 connections_total: metrics::counter!("spout_connections_total"),
                 lagged,
                 overflow: metrics::counter!("spout_subscribers_overflow_total"),
+                presence_hook: OnceLock::new(),
             }),
         }
     }
@@ -253,10 +263,15 @@ impl Hub {
             auth: spec.auth,
             admission: spec.admission,
             ended: OnceLock::new(),
+            presence: spec.presence,
+            since_ms: now_ms(),
         });
         write(&inner.routes).insert(&subscriber);
         inner.connections.set(n as f64);
         inner.connections_total.increment(1);
+        if subscriber.presence {
+            self.announce_own(&subscriber, "join");
+        }
         Ok(Subscription {
             subscriber,
             rx,
@@ -269,6 +284,9 @@ impl Hub {
         write(&inner.routes).remove(sub);
         let n = inner.count.fetch_sub(1, Ordering::AcqRel) - 1;
         inner.connections.set(n as f64);
+        if sub.presence {
+            self.announce_own(sub, "leave");
+        }
     }
 
     /// Queues each event for every subscriber whose selectors match it.
@@ -323,6 +341,8 @@ impl Hub {
                 let m = topics.get(&ev.topic);
                 m.published.increment(1);
                 m.delivered.increment(delivered);
+                m.count += 1;
+                m.last_id = ev.id;
             }
         }
         if !filtered.is_empty() {
@@ -485,6 +505,7 @@ mod tests {
             filter: None,
             auth: None,
             admission: None,
+            presence: false,
         }
     }
 

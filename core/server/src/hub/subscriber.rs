@@ -49,6 +49,10 @@ pub struct Subscriber {
     /// `revoked` (a reloaded pipeline no longer admits it) or `replaced`
     /// (its user opened one stream more than allowed).
     pub(super) ended: OnceLock<(&'static str, String)>,
+    /// Its route tracks presence (see [`super::SubscribeSpec::presence`]).
+    pub presence: bool,
+    /// When it subscribed, ms since the epoch.
+    pub since_ms: u64,
 }
 
 impl Subscriber {

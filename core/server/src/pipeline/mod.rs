@@ -38,6 +38,8 @@ const OWN_PATHS: &[&str] = &[
     "/hooks",
     "/connections",
     "/.well-known",
+    "/api",
+    "/openapi.json",
 ];
 
 /// Whether `path` is `/` or one of [`OWN_PATHS`] or below one.
@@ -62,6 +64,8 @@ pub struct Route {
     pub batch: Option<BatchStage>,
     /// Compression for subscribers that accept it, if configured.
     pub compress: Option<Arc<crate::shape::Compressor>>,
+    /// Whether presence is tracked and announced (`presence = true`).
+    pub presence: bool,
 }
 
 /// `POST /publish` rules.
@@ -226,6 +230,8 @@ pub struct Pipeline {
     pub mercure: MercureRules,
     /// Static file routes, longest prefix first.
     pub statics: Vec<StaticDir>,
+    /// The operator API's auth plugin (`[api] auth`); `None`: the API is off.
+    pub api: Option<AuthPlugin>,
 }
 
 impl Pipeline {
@@ -386,6 +392,7 @@ impl Pipeline {
                 filters: filters.into(),
                 batch,
                 compress,
+                presence: r.presence,
             });
         }
         if !streams.iter().any(|s| s.path == DEFAULT_STREAM) {
@@ -395,6 +402,7 @@ impl Pipeline {
                 filters: Arc::from(Vec::new()),
                 batch: None,
                 compress: None,
+                presence: false,
             });
         }
 
@@ -575,7 +583,17 @@ impl Pipeline {
             }
         }
 
+        let api = match &config.api {
+            Some(a) => Some(
+                wiring
+                    .slot(&a.auth, "api.auth".into(), "[api]")
+                    .wire::<kinds::Auth>()?,
+            ),
+            None => None,
+        };
+
         Ok(Pipeline {
+            api,
             generation,
             plugins,
             streams,

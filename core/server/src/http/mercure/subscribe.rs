@@ -120,6 +120,9 @@ pub async fn subscribe<B>(
         }
         None => (None, None, None),
     };
+    if let Some(u) = &user {
+        crate::http::check_ban(app, u)?;
+    }
     let subscriber = format!("urn:uuid:{}", uuid::Uuid::new_v4());
     let access = Arc::new(Access::new(subscriber, topics, allowed, payload));
 
@@ -131,6 +134,7 @@ pub async fn subscribe<B>(
         filter: None,
         auth: None,
         admission: Some(access.clone()),
+        presence: false,
     })?;
     let head = app.log.head();
     let last_id = if head == 0 {
