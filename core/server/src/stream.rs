@@ -38,6 +38,8 @@ const RECV_BATCH: usize = 128;
 const CATCHUP_SCAN: usize = 4096;
 /// Bytes of frames rendered per catch-up read before it yields them.
 const CATCHUP_BYTES: usize = 256 * 1024;
+/// One live write in this many records its publish→deliver latency.
+const LATENCY_SAMPLE: u32 = 16;
 
 /// Where the stream is reading from.
 enum Mode {
@@ -71,6 +73,9 @@ pub struct EventStream {
     batch: Vec<Item>,
     done: bool,
     replayed: Counter,
+    /// `spout_deliver_latency_seconds`: accept time → written (sampled).
+    latency: metrics::Histogram,
+    writes: u32,
     on_end: Option<OnEnd>,
     /// Batching/compression state; boxed so plain streams stay small.
     shaper: Option<Box<Shaper>>,
@@ -223,6 +228,8 @@ impl EventStream {
             batch: Vec::new(),
             done: false,
             replayed: metrics::counter!("spout_events_replayed_total"),
+            latency: metrics::histogram!("spout_deliver_latency_seconds"),
+            writes: 0,
             on_end: None,
             shaper: None,
         }
@@ -246,6 +253,22 @@ impl EventStream {
     pub fn on_end(mut self, f: OnEnd) -> EventStream {
         self.on_end = Some(f);
         self
+    }
+
+    /// Records how long ago the newest event of this write was accepted
+    /// (the console's publish→deliver chart; ms-precise accept times).
+    fn sample_latency(&self) {
+        let newest = self.batch.iter().rev().find_map(|i| match i {
+            Item::Event(e) => Some(e.time_ms),
+            _ => None,
+        });
+        if let Some(t) = newest {
+            let now_us = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as u64);
+            let age_us = now_us.saturating_sub(t * 1000);
+            self.latency.record(age_us as f64 / 1e6);
+        }
     }
 
     fn finish(&mut self, frame: Bytes) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
@@ -514,6 +537,10 @@ impl Body for EventStream {
                         continue;
                     }
                     if let Some(bytes) = coalesce(&this.batch, &mut this.cursor) {
+                        this.writes = this.writes.wrapping_add(1);
+                        if this.writes % LATENCY_SAMPLE == 1 {
+                            this.sample_latency();
+                        }
                         return Poll::Ready(Some(Ok(Frame::data(bytes))));
                     }
                 }
