@@ -11,13 +11,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use support::*;
 
-fn redis_url() -> String {
+pub(crate) fn redis_url() -> String {
     std::env::var("SPOUT_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
 /// A synchronous connection to the test Redis, starting the machine's Redis
 /// (the command in the environment notes) if it is down.
-fn redis() -> redis::Connection {
+pub(crate) fn redis() -> redis::Connection {
     let client = redis::Client::open(redis_url()).unwrap();
     if let Ok(c) = client.get_connection_with_timeout(Duration::from_secs(1)) {
         return c;
@@ -46,10 +46,10 @@ fn redis() -> redis::Connection {
 }
 
 /// Deletes every key of a test's prefix when dropped.
-struct Prefix(String);
+pub(crate) struct Prefix(pub(crate) String);
 
 impl Prefix {
-    fn new(test: &str) -> Prefix {
+    pub(crate) fn new(test: &str) -> Prefix {
         Prefix(format!("spout-test-{}-{test}", std::process::id()))
     }
 }

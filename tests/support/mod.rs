@@ -361,7 +361,7 @@ impl Sse {
 pub fn is_control(kind: &str) -> bool {
     matches!(
         kind,
-        "connected" | "reset" | "shutdown" | "overflow" | "revoked" | "replaced"
+        "connected" | "reset" | "shutdown" | "overflow" | "revoked" | "replaced" | "join" | "leave"
     )
 }
 

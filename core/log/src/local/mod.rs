@@ -1064,6 +1064,73 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn erased_events_leave_their_ids_and_blocks_behind_through_retention_repair_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open_quiet(dir.path(), Fsync::Never);
+        // One block of 10: erase 3..=5 and 9 (and the key of 4).
+        let batch = (1..=10)
+            .map(|i| {
+                let topic = if (3..=5).contains(&i) || i == 9 {
+                    "x"
+                } else {
+                    "t"
+                };
+                ev(topic, &i.to_string(), Some(&format!("k{i}")))
+            })
+            .collect();
+        log.append(batch).await.unwrap();
+        log.append(vec![ev("t", "11", None)]).await.unwrap();
+        let bytes = log.bytes().unwrap();
+        assert_eq!(log.erase(&|v: &View<'_>| v.topic == "x").unwrap(), 4);
+        assert_eq!(log.erase(&|v: &View<'_>| v.topic == "x").unwrap(), 0);
+        assert_eq!(log.count(), 7);
+        assert!(log.bytes().unwrap() < bytes);
+        let ids =
+            |log: &SledLog| -> Vec<u64> { collect(log, 0).into_iter().map(|(id, _)| id).collect() };
+        assert_eq!(ids(&log), [1, 2, 6, 7, 8, 10, 11]);
+        // A scan resuming inside the erased run goes on after it.
+        assert_eq!(collect(&log, 3)[0].0, 6);
+        // The erased event's key is free: a new event, a new id.
+        assert_eq!(
+            log.append(vec![ev("x", "4", Some("k4"))]).await.unwrap(),
+            [12]
+        );
+        // A kept event's key still dedupes.
+        assert_eq!(
+            log.append(vec![ev("t", "2", Some("k2"))]).await.unwrap(),
+            [2]
+        );
+        log.close().unwrap();
+        drop(log);
+
+        // Reopen: the chain checks out, counts exclude the erased.
+        let log = open_quiet(dir.path(), Fsync::Never);
+        assert_eq!((log.count(), log.head()), (8, 12));
+        assert_eq!(ids(&log), [1, 2, 6, 7, 8, 10, 11, 12]);
+        // Retention down to 5 events: the front goes, erased records with it.
+        let cfg = crate::config::RetentionConfig {
+            max_age: None,
+            max_events: Some(5),
+            max_bytes: None,
+            interval: std::time::Duration::from_secs(3600),
+        };
+        assert_eq!(retention::enforce(&log.shared, &cfg, now_ms()).unwrap(), 3);
+        assert_eq!(ids(&log), [7, 8, 10, 11, 12]);
+        assert_eq!(log.trimmed(), 6);
+        log.close().unwrap();
+        drop(log);
+
+        // Repair keeps erased slots as they are.
+        let report = repair(dir.path()).unwrap();
+        assert_eq!(report.kept, 5, "{report:?}");
+        let log = open_quiet(dir.path(), Fsync::Never);
+        assert_eq!(ids(&log), [7, 8, 10, 11, 12]);
+        assert_eq!(log.count(), 5);
+        assert_eq!(log.append(vec![ev("t", "13", None)]).await.unwrap(), [13]);
+        log.close().unwrap();
+    }
+
+    #[tokio::test]
     async fn retention_by_bytes_and_age() {
         let dir = tempfile::tempdir().unwrap();
         let log = open_quiet(dir.path(), Fsync::Never);

@@ -389,6 +389,7 @@ async fn browse(app: &Arc<App>, q: &Query<'_>) -> Result<Response<Body>, ApiErro
         let mut found: Vec<Value> = Vec::new();
         let mut window = (limit as u64 * 4).max(256);
         let mut scanned = 0u64;
+        let mut left_over = false;
         while found.len() < limit && upto > floor && scanned < MAX_BROWSE_SCAN {
             let lo = upto.saturating_sub(window).max(floor);
             let mut chunk: Vec<Value> = Vec::new();
@@ -406,11 +407,15 @@ async fn browse(app: &Arc<App>, q: &Query<'_>) -> Result<Response<Body>, ApiErro
             }
             scanned += upto - lo;
             chunk.reverse();
-            found.extend(chunk.into_iter().take(limit - found.len()));
+            let room = limit - found.len();
+            left_over = chunk.len() > room;
+            found.extend(chunk.into_iter().take(room));
             upto = lo;
             window = (window * 2).min(65_536);
         }
-        let next = if upto > floor {
+        // More may lie below: matches this page had no room for, or ids
+        // not looked at yet.
+        let next = if left_over || upto > floor {
             found
                 .last()
                 .and_then(|e| e.get("id").and_then(Value::as_u64))
