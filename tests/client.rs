@@ -693,3 +693,72 @@ fn spout_js_imports_as_an_es_module_without_syntax_detection() {
         "function function"
     );
 }
+
+/// A banned user's client stops: a fetch stream answered `204` and a long
+/// poll answered `403 banned` end in `revoked` and `closed`, one request
+/// each, never retried.
+#[tokio::test]
+async fn a_banned_client_stops_on_204_and_on_banned() {
+    if !node() {
+        return;
+    }
+    let server = Server::start_toml(
+        r#"
+[server]
+insecure_user_param = true
+[plugins.ops]
+use = "builtin:auth-apikey"
+config = { keys = [{ key = "k", user = "ops", topics = ["**"], publish = true }] }
+[api]
+auth = "ops"
+"#,
+    )
+    .await;
+    let resp = request(
+        server.addr,
+        http::Method::POST,
+        "/api/disconnect",
+        &[("x-api-key", "k")],
+        r#"{"user":"mallory","reason":"abuse","ban":"5m"}"#,
+    )
+    .await;
+    assert_eq!(resp.status(), http::StatusCode::OK);
+    for transport in ["fetch", "poll"] {
+        let mut client = NodeClient::spawn(
+            &format!("http://{}", server.addr),
+            json!({
+                "options": {
+                    "topics": ["t"],
+                    "transport": transport,
+                    "params": { "user": "mallory" },
+                    "backoff": { "initial": 20, "max": 50 },
+                },
+            }),
+        );
+        let revoked = client
+            .until("the revoked event", |v| v["control"] == "revoked")
+            .await;
+        client
+            .until("status closed", |v| v["status"] == "closed")
+            .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (_, seen) = client.finish().await;
+        let transcript: String = seen.iter().map(|v| format!("{v}\n")).collect();
+        assert_eq!(
+            lines(&seen, "request").count(),
+            1,
+            "{transport}: {transcript}"
+        );
+        assert_eq!(
+            lines(&seen, "retry").count(),
+            0,
+            "{transport}: {transcript}"
+        );
+        if transport == "poll" {
+            assert!(revoked.to_string().contains("abuse"), "{revoked}");
+        } else {
+            assert_eq!(revoked["data"]["status"], 204, "{revoked}");
+        }
+    }
+    server.stop().await;
+}

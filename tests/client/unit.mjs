@@ -389,6 +389,31 @@ check('EventSource: shutdown, CLOSED and revoked; types registered on the fly', 
   assert.equal(FakeEventSource.all.length, 3, 'no reconnect after revoked');
 });
 
+check('EventSource: CLOSED by a 204 (a banned user) ends for good; other statuses retry', async () => {
+  FakeEventSource.all = [];
+  let status = 503;
+  const fetch = fakeFetch(async () => new Response(null, { status }));
+  const client = new Spout('http://spout.test/events', {
+    topics: ['t'],
+    EventSource: FakeEventSource,
+    transport: 'eventsource',
+    fetch,
+    backoff: { initial: 10, max: 15 },
+  });
+  const controls = [];
+  client.on('revoked', (data) => controls.push(data));
+  FakeEventSource.all[0].fail(2);
+  await until('a reconnect after a 503', () => FakeEventSource.all.length === 2);
+  assert.equal(fetch.calls.length, 1, 'one probe for the status EventSource hides');
+  status = 204;
+  FakeEventSource.all[1].fail(2);
+  await until('closed', () => client.status === 'closed');
+  assert.equal(controls.length, 1);
+  assert.equal(controls[0].status, 204);
+  await sleep(40);
+  assert.equal(FakeEventSource.all.length, 2, 'no reconnect after 204');
+});
+
 check('EventSource: auto falls back to long polling after N native failures', async () => {
   FakeEventSource.all = [];
   const fetch = fakeFetch(async (call, i) => {
