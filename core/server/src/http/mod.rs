@@ -87,11 +87,21 @@ where
         _ => &app.config.server.cors,
     };
     let mut resp = if req.method() == Method::OPTIONS {
-        cors::preflight(cors, origin.as_ref(), &req)
+        let mut resp = cors::preflight(cors, origin.as_ref(), &req);
+        if let Some(allow) = allow_header(&target, req.uri().path(), "OPTIONS") {
+            resp.headers_mut().insert(http::header::ALLOW, allow);
+        }
+        resp
     } else {
-        route(&app, &conn, req)
+        // RFC 9110: a 405 names the methods the resource takes.
+        let allow = allow_header(&target, req.uri().path(), "");
+        let mut resp = route(&app, &conn, req)
             .await
-            .unwrap_or_else(ApiError::into_response)
+            .unwrap_or_else(ApiError::into_response);
+        if let (StatusCode::METHOD_NOT_ALLOWED, Some(allow)) = (resp.status(), allow) {
+            resp.headers_mut().insert(http::header::ALLOW, allow);
+        }
+        resp
     };
     cors::apply(cors, origin.as_ref(), &mut resp);
     Ok(resp)
@@ -154,6 +164,37 @@ where
             format!("no route for {path}"),
         )),
     }
+}
+
+/// The `Allow` value for `path` (its methods, then `extra` if not empty),
+/// or `None` where nothing is routed.
+fn allow_header(target: &Target<'_>, path: &str, extra: &str) -> Option<HeaderValue> {
+    const ALL: [Method; 6] = [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+    ];
+    let mut methods: Vec<&str> = match target {
+        Target::NotFound => return None,
+        Target::Api => api::ENDPOINTS
+            .iter()
+            .find(|(p, _)| *p == path)
+            .map(|(_, ms)| ms.iter().map(Method::as_str).collect())?,
+        Target::Mercure if path == mercure::PATH => vec!["GET", "POST"],
+        Target::Mercure => vec!["GET"],
+        t => ALL
+            .iter()
+            .filter(|m| t.allows(m) == Some(true))
+            .map(Method::as_str)
+            .collect(),
+    };
+    if !extra.is_empty() {
+        methods.push(extra);
+    }
+    HeaderValue::from_str(&methods.join(", ")).ok()
 }
 
 /// The decoded query string as (name, value) pairs, in order.

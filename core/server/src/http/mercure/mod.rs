@@ -64,11 +64,13 @@ where
         (&Method::GET, p) if cfg.subscriptions && is_subscriptions_path(p) => {
             subscriptions::list(app, conn, &req).await
         }
-        (_, PATH) => Err(ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            format!("{} is not allowed on {PATH}", req.method()),
-        )),
+        (_, p) if p == PATH || (cfg.subscriptions && is_subscriptions_path(p)) => {
+            Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{} is not allowed on {path}", req.method()),
+            ))
+        }
         _ => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
