@@ -19,6 +19,8 @@ pub mod events;
 pub mod files;
 pub mod hooks;
 pub mod mercure;
+#[cfg(test)]
+mod openapi_check;
 pub mod ops;
 pub mod poll;
 pub mod publish;
