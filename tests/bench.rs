@@ -14,6 +14,8 @@ fn args(url: String) -> BenchArgs {
         subscribers: 300,
         path: "/events".into(),
         query: String::new(),
+        idle: 0,
+        idle_topic: "idle/{i}".into(),
         topics: 5,
         rate: 200,
         size: 100,
@@ -49,6 +51,30 @@ async fn bench_delivers_every_event_to_every_subscriber() {
     assert!(table.contains("spout / raw"));
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["hub"]["label"], "spout");
+    server.stop().await;
+}
+
+/// The many-distinct-subscriptions scenario, scaled down: idle streams on
+/// patterns of their own (`users/{i}/**`) and measured ones with a filter
+/// key each (`{i}` in `--query`); every event still reaches every measured
+/// subscriber once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_with_idle_pattern_subscribers_delivers_every_event() {
+    let server = Server::start(|_| {}).await;
+    let mut a = args(format!("http://{}", server.addr));
+    a.subscribers = 20;
+    a.topics = 1;
+    a.idle = 200;
+    a.idle_topic = "users/{i}/**".into();
+    a.query = "where=n:ne:{i}".into();
+    a.path = "/events".into();
+    a.baseline = false;
+    let report = run(a).await.unwrap();
+    let table = report.table();
+    let r = &report.hub;
+    assert_eq!((r.connected, r.failed, r.errors), (20, 0, 0), "{table}");
+    assert_eq!(r.delivered, r.expected, "{table}");
+    assert_eq!(r.expected, r.published * 20, "{table}");
     server.stop().await;
 }
 

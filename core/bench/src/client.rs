@@ -36,6 +36,9 @@ struct Shared {
     start: Instant,
     connected: AtomicU64,
     failed: AtomicU64,
+    /// Idle subscribers connected, and those that failed.
+    idle: AtomicU64,
+    idle_failed: AtomicU64,
     delivered: AtomicU64,
     errors: AtomicU64,
     /// Connected subscribers per topic.
@@ -91,6 +94,8 @@ pub async fn measure(
         start: Instant::now(),
         connected: AtomicU64::new(0),
         failed: AtomicU64::new(0),
+        idle: AtomicU64::new(0),
+        idle_failed: AtomicU64::new(0),
         delivered: AtomicU64::new(0),
         errors: AtomicU64::new(0),
         per_topic: (0..args.topics).map(|_| AtomicU64::new(0)).collect(),
@@ -104,9 +109,39 @@ pub async fn measure(
     };
     let rss_idle = args.pid.and_then(rss_kb);
 
+    // Idle subscribers first, each on a selector of its own.
+    let mut subs = tokio::task::JoinSet::new();
+    for i in 0..args.idle {
+        let shared = shared.clone();
+        let source = from[i % from.len()];
+        let topic = args.idle_topic.replace("{i}", &i.to_string());
+        let target = format!("{}?topic={}", args.path, encode(&topic));
+        subs.spawn(async move { idle(shared, addr, source, &target).await });
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while shared.idle.load(Ordering::Relaxed) + shared.idle_failed.load(Ordering::Relaxed)
+        < args.idle as u64
+        && Instant::now() < deadline
+    {
+        if !args.quiet {
+            eprint!(
+                "\r{label}: idle subscribers {}/{}   ",
+                shared.idle.load(Ordering::Relaxed),
+                args.idle
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if args.idle > 0 && !args.quiet {
+        eprintln!(
+            "\n{label}: {} idle subscribers connected, {} failed",
+            shared.idle.load(Ordering::Relaxed),
+            shared.idle_failed.load(Ordering::Relaxed)
+        );
+    }
+
     // Connect.
     let n = args.subscribers;
-    let mut subs = tokio::task::JoinSet::new();
     for i in 0..n {
         let shared = shared.clone();
         let topic = i % args.topics;
@@ -115,7 +150,7 @@ pub async fn measure(
         let query = if args.query.is_empty() {
             String::new()
         } else {
-            format!("&{}", args.query)
+            format!("&{}", args.query.replace("{i}", &i.to_string()))
         };
         let target = format!("{}?topic=bench/{topic}{query}", args.path);
         subs.spawn(async move {
@@ -235,6 +270,48 @@ pub(crate) async fn connect(
     let stream = socket.connect(addr).await?;
     stream.set_nodelay(true)?;
     Ok(stream)
+}
+
+/// Percent-encodes what a selector may hold that a query may not.
+fn encode(s: &str) -> String {
+    s.replace('%', "%25")
+        .replace('&', "%26")
+        .replace('#', "%23")
+        .replace(' ', "%20")
+}
+
+/// One idle SSE connection: reads and discards until the run ends.
+async fn idle(shared: Arc<Shared>, addr: SocketAddr, source: Option<IpAddr>, target: &str) {
+    let Ok(mut stream) = connect(addr, source).await else {
+        shared.idle_failed.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    let req = format!("GET {target} HTTP/1.1\r\nhost: {addr}\r\naccept: text/event-stream\r\n\r\n");
+    if stream.write_all(req.as_bytes()).await.is_err() {
+        shared.idle_failed.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    let mut buf = vec![0u8; 1024];
+    let mut counted = false;
+    loop {
+        tokio::select! {
+            () = shared.stop.cancelled() => break,
+            r = stream.read(&mut buf) => match r {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if !counted {
+                        counted = true;
+                        if buf[..n].starts_with(b"HTTP/1.1 200") {
+                            shared.idle.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            shared.idle_failed.fetch_add(1, Ordering::Relaxed);
+                            break;
+                        }
+                    }
+                }
+            },
+        }
+    }
 }
 
 /// One SSE connection: counts and times every event frame it receives.

@@ -38,9 +38,19 @@ pub struct BenchArgs {
     /// The stream route subscribers connect to.
     #[arg(long, default_value = "/events")]
     pub path: String,
-    /// Extra query parameters for subscribers, e.g. `where=n:exists`.
+    /// Extra query parameters for subscribers, e.g. `where=n:exists`;
+    /// `{i}` becomes the subscriber's number (a filter key per subscriber).
     #[arg(long, default_value = "")]
     pub query: String,
+    /// Idle subscribers opened before the measured ones, each on its own
+    /// topic or pattern (`--idle-topic`): the cost of many distinct
+    /// subscriptions that receive nothing of the load.
+    #[arg(long, default_value_t = 0)]
+    pub idle: usize,
+    /// The idle subscribers' selector; `{i}` becomes their number (e.g.
+    /// `users/{i}/**`).
+    #[arg(long, default_value = "idle/{i}")]
+    pub idle_topic: String,
     /// Events published per second, in all.
     #[arg(long, default_value_t = 100)]
     pub rate: u64,

@@ -74,6 +74,27 @@ impl Pattern {
         &self.text
     }
 
+    /// The literal segments before the first wildcard, e.g. `users/7` of
+    /// `users/7/**` (empty when the pattern starts with one): every topic
+    /// it selects starts with them, so an index keyed by them narrows the
+    /// patterns an event must be matched against.
+    pub fn literal_prefix(&self) -> &str {
+        let literal = self
+            .segments
+            .iter()
+            .take_while(|s| matches!(s, Segment::Literal(_)))
+            .count();
+        if literal == 0 {
+            return "";
+        }
+        let end = self
+            .text
+            .match_indices('/')
+            .nth(literal - 1)
+            .map_or(self.text.len(), |(i, _)| i);
+        &self.text[..end]
+    }
+
     /// Whether `topic` is selected by this pattern.
     pub fn matches(&self, topic: &str) -> bool {
         let mut parts = topic.split('/');
@@ -182,6 +203,22 @@ pub fn any_matches(selectors: &[Selector], topic: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn literal_prefixes_end_before_the_first_wildcard() {
+        let prefix = |p: &str| match Selector::parse(p).unwrap() {
+            Selector::Pattern(p) => p.literal_prefix().to_owned(),
+            Selector::Exact(_) => panic!("{p} is exact"),
+        };
+        assert_eq!(prefix("users/7/**"), "users/7");
+        assert_eq!(prefix("a/*/c"), "a");
+        assert_eq!(prefix("*/x"), "");
+        assert_eq!(prefix("**"), "");
+        assert_eq!(
+            prefix("https://example.com/books/*"),
+            "https://example.com/books"
+        );
+    }
 
     fn sel(s: &str) -> Selector {
         Selector::parse(s).unwrap()

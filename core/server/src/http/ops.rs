@@ -34,7 +34,7 @@ pub fn console() -> Response<Body> {
 }
 
 /// `GET /openapi.json`: the OpenAPI 3.1 document of every route Spout
-/// serves (kept beside the router; `tests/openapi.rs` fails when they
+/// serves (kept beside the router; `http/openapi_check.rs` fails when they
 /// disagree).
 pub fn openapi() -> Response<Body> {
     let mut resp = Response::new(Either::Left(Full::new(Bytes::from_static(include_bytes!(

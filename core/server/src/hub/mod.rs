@@ -325,11 +325,7 @@ impl Hub {
                 if let Some(list) = routes.exact.get(&*ev.topic) {
                     list.iter().for_each(&mut offer);
                 }
-                for (pattern, list) in routes.patterns.values() {
-                    if pattern.matches(&ev.topic) {
-                        list.iter().for_each(&mut offer);
-                    }
-                }
+                routes.patterns_of(&ev.topic, |list| list.iter().for_each(&mut offer));
                 if !routes.any_topic.is_empty() {
                     for t in facts.topics() {
                         if let Some(list) = routes.any_topic.get(t) {
@@ -539,6 +535,47 @@ mod tests {
         assert_eq!(drain(&mut bob), [1, 4]);
         assert_eq!(hub.stats().users, 1);
         assert_eq!(hub.stats().topics, 3);
+    }
+
+    #[test]
+    fn patterns_are_found_by_their_literal_prefix_whatever_their_shape() {
+        let hub = Hub::new(2000, 16);
+        let mut subs: Vec<(&str, Subscription)> =
+            ["**", "*/x", "a/*/c", "a/b/**", "a/b/*", "u/1/**"]
+                .into_iter()
+                .map(|p| (p, hub.subscribe(spec(&[p], None)).unwrap()))
+                .collect();
+        // 1,000 per-user patterns that match none of the events.
+        let _others: Vec<Subscription> = (0..1000)
+            .map(|i| {
+                hub.subscribe(spec(&[&format!("u/{}/**", i + 2)], None))
+                    .unwrap()
+            })
+            .collect();
+        hub.fan_out(&[
+            event(1, "a/x", None),
+            event(2, "a/b/c", None),
+            event(3, "a/b/c/d", None),
+            event(4, "u/1/inbox", None),
+            event(5, "u", None),
+        ]);
+        let got: Vec<(&str, Vec<u64>)> = subs.iter_mut().map(|(p, s)| (*p, drain(s))).collect();
+        assert_eq!(
+            got,
+            [
+                ("**", vec![1, 2, 3, 4, 5]),
+                ("*/x", vec![1]),
+                ("a/*/c", vec![2]),
+                ("a/b/**", vec![2, 3]),
+                ("a/b/*", vec![2]),
+                ("u/1/**", vec![4]),
+            ]
+        );
+        // Leaving drops a pattern from the prefix index too.
+        drop(subs);
+        drop(_others);
+        let routes = read(&hub.inner.routes);
+        assert!(routes.patterns.is_empty() && routes.by_prefix.is_empty());
     }
 
     /// An admission rule that counts how often the hub asks it.

@@ -198,11 +198,7 @@ impl Hub {
         if let Some(list) = routes.exact.get(change.topic.as_str()) {
             list.iter().for_each(&mut offer);
         }
-        for (pattern, list) in routes.patterns.values() {
-            if pattern.matches(&change.topic) {
-                list.iter().for_each(&mut offer);
-            }
-        }
+        routes.patterns_of(&change.topic, |list| list.iter().for_each(&mut offer));
     }
 }
 

@@ -16,8 +16,13 @@ use std::sync::Arc;
 pub(super) struct Routes {
     /// Native subscribers by exact topic (an event's first topic).
     pub(super) exact: HashMap<Arc<str>, Vec<Arc<Subscriber>>>,
-    /// Native subscribers by pattern; each pattern is matched once per event.
+    /// Native subscribers by pattern.
     pub(super) patterns: HashMap<Arc<str>, (Pattern, Vec<Arc<Subscriber>>)>,
+    /// Pattern texts by their literal prefix (`users/7` of `users/7/**`):
+    /// an event is matched only against patterns whose prefix is one of
+    /// its topic's, so 10,000 per-user patterns cost an event a few
+    /// lookups, not 10,000 matches.
+    pub(super) by_prefix: HashMap<Box<str>, Vec<Arc<str>>>,
     pub(super) all: HashMap<u64, Arc<Subscriber>>,
     /// Subscribers with their own admission rule, by exact topic: offered
     /// events any of whose topics (first or further) is that one.
@@ -35,12 +40,37 @@ impl Routes {
     pub(super) fn add(&mut self, sel: &Selector, sub: &Arc<Subscriber>) {
         match sel {
             Selector::Exact(t) => self.exact.entry(t.clone()).or_default().push(sub.clone()),
-            Selector::Pattern(p) => self
-                .patterns
-                .entry(p.text().clone())
-                .or_insert_with(|| (p.clone(), Vec::new()))
-                .1
-                .push(sub.clone()),
+            Selector::Pattern(p) => {
+                let entry = self.patterns.entry(p.text().clone()).or_insert_with(|| {
+                    self.by_prefix
+                        .entry(p.literal_prefix().into())
+                        .or_default()
+                        .push(p.text().clone());
+                    (p.clone(), Vec::new())
+                });
+                entry.1.push(sub.clone());
+            }
+        }
+    }
+
+    /// Calls `f` with the subscribers of every pattern that selects `topic`.
+    pub(super) fn patterns_of<'a>(&'a self, topic: &str, mut f: impl FnMut(&'a [Arc<Subscriber>])) {
+        if self.patterns.is_empty() {
+            return;
+        }
+        // The empty prefix, then every proper prefix at a segment boundary.
+        let ends = std::iter::once(0).chain(topic.match_indices('/').map(|(i, _)| i));
+        for end in ends {
+            let Some(texts) = self.by_prefix.get(&topic[..end]) else {
+                continue;
+            };
+            for text in texts {
+                if let Some((pattern, subs)) = self.patterns.get(text) {
+                    if pattern.matches(topic) {
+                        f(subs);
+                    }
+                }
+            }
         }
     }
 
@@ -59,6 +89,13 @@ impl Routes {
                     list.retain(|s| s.key != key);
                     if list.is_empty() {
                         self.patterns.remove(p.text());
+                        let prefix = p.literal_prefix();
+                        if let Some(texts) = self.by_prefix.get_mut(prefix) {
+                            texts.retain(|t| t != p.text());
+                            if texts.is_empty() {
+                                self.by_prefix.remove(prefix);
+                            }
+                        }
                     }
                 }
             }
