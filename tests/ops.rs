@@ -47,9 +47,19 @@ async fn health_readiness_stats_and_metrics() {
         body_bytes(request(server.addr, Method::GET, "/", &[], Bytes::new()).await).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers["content-type"], "text/html; charset=utf-8");
+    let page = String::from_utf8_lossy(&page);
+    for url in [
+        "/stats",
+        "/metrics",
+        "/api/topics",
+        "/api/presence",
+        "/api/events",
+    ] {
+        assert!(page.contains(url), "the console reads {url}");
+    }
     assert!(
-        String::from_utf8_lossy(&page).contains("/events?topic="),
-        "the console streams from /events"
+        !page.contains("http://") && !page.contains("https://"),
+        "the console loads nothing from elsewhere"
     );
 
     let names = [

@@ -95,8 +95,13 @@ where
         }
         resp
     } else {
-        // RFC 9110: a 405 names the methods the resource takes.
-        let allow = allow_header(&target, req.uri().path(), "");
+        // RFC 9110: a 405 names the methods the resource takes. Worked out
+        // only where a 405 can come (not on the publish hot path).
+        let allow = match target {
+            Target::Api | Target::Mercure => allow_header(&target, req.uri().path(), ""),
+            ref t if t.allows(req.method()) == Some(false) => allow_header(t, req.uri().path(), ""),
+            _ => None,
+        };
         let mut resp = route(&app, &conn, req)
             .await
             .unwrap_or_else(ApiError::into_response);
