@@ -658,7 +658,7 @@ async fn client_logic_without_a_server_parser_eventsource_and_backoff() {
     let stdout = reader.join().unwrap();
     assert!(status.success(), "{stdout}");
     assert!(!stdout.contains("not ok"), "{stdout}");
-    assert!(stdout.contains("\n1..8"), "{stdout}");
+    assert!(stdout.contains("\n1..9"), "{stdout}");
 }
 
 /// spout.js loads as an ES module even where Node does not detect module
