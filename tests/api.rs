@@ -63,6 +63,14 @@ async fn call(addr: SocketAddr, method: Method, path: &str, body: &str) -> (Stat
     )
 }
 
+/// Waits for a stream's `connected` frame; its connection id.
+async fn connection_id(s: &mut Sse) -> String {
+    s.connected().await["connection"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 async fn api_get(addr: SocketAddr, path: &str) -> Value {
     let (status, v) = call(addr, Method::GET, path, "").await;
     assert_eq!(status, StatusCode::OK, "{path}: {v}");
@@ -174,17 +182,11 @@ async fn presence_lists_streams_and_announces_join_and_leave_on_presence_routes(
     let server = Server::start_toml(&api_config("")).await;
     let addr = server.addr;
     let mut bob = server.sse("/room?topic=chat&user=bob", &[]).await;
-    let bob_id = bob.connected().await["connection"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let bob_id = connection_id(&mut bob).await;
     let mut plain = server.sse("/events?topic=chat&user=carol", &[]).await;
     plain.connected().await;
     let mut alice = server.sse("/room?topic=chat&user=alice", &[]).await;
-    let alice_id = alice.connected().await["connection"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let alice_id = connection_id(&mut alice).await;
 
     // Bob hears Alice join: an id-less frame naming her.
     let join = bob.next().await;
@@ -254,10 +256,7 @@ async fn disconnect_with_a_ban_revokes_refuses_and_survives_a_restart() {
     let mut bob2 = server.sse("/room?topic=t&user=bob", &[]).await;
     bob2.connected().await;
     let mut alice = server.sse("/events?topic=t&user=alice", &[]).await;
-    let alice_id = alice.connected().await["connection"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let alice_id = connection_id(&mut alice).await;
 
     let (status, v) = call(
         addr,
@@ -505,10 +504,7 @@ async fn the_api_answers_for_every_node_of_a_cluster() {
     let mut on_a = a.sse("/room?topic=chat&user=alice", &[]).await;
     on_a.connected().await;
     let mut on_b = b.sse("/room?topic=chat&user=bob", &[]).await;
-    let bob_id = on_b.connected().await["connection"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let bob_id = connection_id(&mut on_b).await;
 
     // Alice, on a, hears Bob join on b.
     let join = on_a.next().await;

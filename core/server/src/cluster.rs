@@ -67,20 +67,7 @@ impl Presence {
     ) -> Result<(Vec<serde_json::Value>, bool), AskError> {
         let reply = format!("{}reply:{}", self.redis.prefix, uuid::Uuid::new_v4());
         let expected = self.live_nodes().await?.max(1);
-        let mut c = self.redis.connection().await.map_err(redis_err)?;
-        let _: String = redis::cmd("XADD")
-            .arg(format!("{}control", self.redis.prefix))
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(CONTROL_LEN)
-            .arg("*")
-            .arg("m")
-            .arg(request.to_string())
-            .arg("reply")
-            .arg(&reply)
-            .query_async(&mut c)
-            .await
-            .map_err(redis_err)?;
+        self.post(request, Some(&reply)).await?;
         // BLPOP holds its connection: a dedicated one.
         let mut d = self
             .redis
@@ -109,25 +96,31 @@ impl Presence {
                 None => break,
             }
         }
-        let _: Result<(), _> = redis::cmd("DEL").arg(&reply).query_async(&mut c).await;
+        let _: Result<(), _> = redis::cmd("DEL").arg(&reply).query_async(&mut d).await;
         let complete = answers.len() >= expected as usize;
         Ok((answers, complete))
     }
 
     /// Tells every node something that needs no answer (a presence change).
     pub async fn notify(&self, notice: &serde_json::Value) -> Result<(), AskError> {
+        self.post(notice, None).await
+    }
+
+    /// Adds `message` (and where to reply, if anything) to the control stream.
+    async fn post(&self, message: &serde_json::Value, reply: Option<&str>) -> Result<(), AskError> {
         let mut c = self.redis.connection().await.map_err(redis_err)?;
-        let _: String = redis::cmd("XADD")
-            .arg(format!("{}control", self.redis.prefix))
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(format!("{}control", self.redis.prefix))
             .arg("MAXLEN")
             .arg("~")
             .arg(CONTROL_LEN)
             .arg("*")
             .arg("m")
-            .arg(notice.to_string())
-            .query_async(&mut c)
-            .await
-            .map_err(redis_err)?;
+            .arg(message.to_string());
+        if let Some(to) = reply {
+            cmd.arg("reply").arg(to);
+        }
+        let _: String = cmd.query_async(&mut c).await.map_err(redis_err)?;
         Ok(())
     }
 
