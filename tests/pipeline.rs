@@ -185,10 +185,17 @@ filters = ["lenient"]
 
 #[test]
 fn invalid_pipelines_are_config_errors_naming_file_line_key_and_plugin() {
+    let tmp = tempfile::tempdir().unwrap();
+    let http = component_importing(tmp.path(), "wasi:http/outgoing-handler@0.2.0");
     let cases: Vec<(String, &[&str])> = vec![
         (
-            format!("[plugins.fs]\nuse = \"{}\"\n", test_wasm("fsread")),
-            &["config.toml:2:", "plugins.fs.use", "plugin `fs`", "wasi:filesystem"],
+            format!("[plugins.web]\nuse = \"{http}\"\n"),
+            &[
+                "config.toml:2:",
+                "plugins.web.use",
+                "plugin `web`",
+                "imports `wasi:http/outgoing-handler@0.2.0`",
+            ],
         ),
         (
             "[[stream]]\npath = \"/events\"\nauth = \"nope\"\n".into(),

@@ -457,6 +457,21 @@ pub fn test_wasm(name: &str) -> String {
     format!("{}/test_{name}.wasm", env!("SPOUT_TEST_WASM_DIR"))
 }
 
+/// Writes into `dir` a component importing only `import` (an empty instance),
+/// returning its path: a plugin asking for an interface, nothing else.
+pub fn component_importing(dir: &std::path::Path, import: &str) -> String {
+    use wasm_encoder::{ComponentImportSection, ComponentTypeRef, ComponentTypeSection};
+    let mut types = ComponentTypeSection::new();
+    types.instance(&wasm_encoder::InstanceType::new());
+    let mut imports = ComponentImportSection::new();
+    imports.import(import, ComponentTypeRef::Instance(0));
+    let mut component = wasm_encoder::Component::new();
+    component.section(&types).section(&imports);
+    let file = dir.join("imports.wasm");
+    std::fs::write(&file, component.finish()).unwrap();
+    file.display().to_string()
+}
+
 /// Runs `spout check` on `config` and returns (success, stderr).
 pub fn check(config: &str) -> (bool, String) {
     check_env(config, &[])

@@ -86,8 +86,15 @@ pub struct HostState {
 
 impl HostState {
     /// A fresh state: no files, no environment, no sockets; output to `tracing`.
+    /// The sandbox is spelt out rather than left to wasmtime-wasi's defaults:
+    /// no preopened directory (every path fails), no environment or
+    /// arguments, TCP, UDP and name lookup off and no socket address allowed.
     pub fn new(plugin: Arc<str>, kv: Kv, memory: usize, stats: Arc<ServerStats>) -> HostState {
         let wasi = WasiCtxBuilder::new()
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .socket_addr_check(|_, _| Box::pin(async { false }))
             .stdout(LogOutput {
                 plugin: plugin.clone(),
                 stream: "stdout",

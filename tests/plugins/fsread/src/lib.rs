@@ -1,5 +1,6 @@
-//! A filter that reads a file: it imports wasi:filesystem, which plugins may
-//! not, so loading it must fail.
+//! A filter that reads a file. It imports wasi:filesystem, which plugins get
+//! with no directory preopened: it loads, and every read fails, so it keeps
+//! nothing.
 use spout_sdk::{Event, Subscription};
 
 fn fsread(_: &Subscription, _: &Event) -> bool {
