@@ -181,7 +181,8 @@ fn watch(dir: &Path) {
     for e in entries.flatten() {
         let path = e.path();
         let name = e.file_name();
-        if name == "target" || name == "Cargo.lock" {
+        // sdk-js/sdk-py are no Rust plugins (and hold node_modules, venvs).
+        if name == "target" || name == "Cargo.lock" || name == "sdk-js" || name == "sdk-py" {
             continue;
         }
         println!("cargo:rerun-if-changed={}", path.display());
