@@ -1,0 +1,29 @@
+// A filter that tries to reach outside its sandbox on every call: first the
+// network (fetch), then the filesystem (a dynamic import of /etc/passwd,
+// which the engine's module loader would read from disk). Each attempt
+// traps inside the component (the engine's wasi:http and filesystem are
+// compiled out, their stubs are `unreachable`), so the `keep` call fails
+// and the host counts a plugin error. Should an attempt ever return
+// instead, the call still fails, loudly, rather than keeping or dropping
+// events as if nothing happened.
+//
+// Build: node plugins/sdk-js/build.mjs tests/plugins-js/escape.js -o tests/plugins-js/escape.wasm
+// Which attempt runs: `?try=file` on the subscription (default: net).
+import { filter, log } from '@spout/sdk';
+
+const attempts = {
+  net: () => fetch('http://127.0.0.1:1/'),
+  file: () => import(['', 'etc', 'passwd'].join('/')), // computed: the bundler must not inline it
+};
+
+export default filter({
+  name: 'escape',
+  keep(sub) {
+    const what = sub.param('try') ?? 'net';
+    const attempt = attempts[what];
+    if (!attempt) throw new Error(`escape: unknown attempt \`${what}\``);
+    const got = attempt();
+    log.error(`escape: ${what} attempt returned ${Object.prototype.toString.call(got)} instead of failing`);
+    throw new Error(`escape: ${what} attempt was not refused`);
+  },
+});
