@@ -6,9 +6,10 @@
 //!   stored; what is not acknowledged comes back after the consumer's
 //!   `ack_wait`, which therefore governs how long redelivery after a crash
 //!   takes.
-//! - The consumer's `max_ack_pending` is `batch`: after a crash the
-//!   unacknowledged messages are redelivered before any newer one, so the
-//!   broker's order is kept.
+//! - The consumer's `max_ack_pending` is `batch`, and on connecting with
+//!   unacknowledged messages outstanding the source waits one `ack_wait`
+//!   before pulling: after a crash those are redelivered before any newer
+//!   one, so the broker's order is kept.
 //! - One long-lived pull stream (`Consumer::stream`, with idle heartbeats)
 //!   feeds `fetch`: a single message is returned as soon as it arrives,
 //!   never held back to fill a batch.
@@ -223,6 +224,21 @@ impl Broker for Nats {
             if max > 0 {
                 batch = batch.min(max);
             }
+        }
+        // Messages delivered before a crash (or a lost connection) and never
+        // acknowledged come back only once their `ack_wait` has passed, and
+        // the server then sends them before newer ones; a pull made sooner
+        // would get the newer ones first (`max_ack_pending` holds them back
+        // only when a whole batch was pending). So wait it out once.
+        let unacked = consumer.cached_info().num_ack_pending;
+        if unacked > 0 {
+            tracing::info!(
+                source = %self.describe(),
+                unacked,
+                wait = ?self.cfg.ack_wait,
+                "nats: waiting for unacknowledged messages to come back first"
+            );
+            tokio::time::sleep(self.cfg.ack_wait).await;
         }
         let messages = consumer
             .stream()
