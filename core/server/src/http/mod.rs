@@ -214,8 +214,10 @@ pub fn query_pairs<B>(req: &Request<B>) -> Vec<(String, String)> {
 /// The `topic` parameters as selectors (at least one, at most `max`).
 pub fn selectors(query: &[(String, String)], max: usize) -> Result<Vec<Selector>, ApiError> {
     let mut out: Vec<Selector> = Vec::new();
-    for (_, value) in query.iter().filter(|(k, _)| k == "topic") {
-        if out.len() == max {
+    // Raw parameters are counted (duplicates too), as the OpenAPI document's
+    // `maxItems` says: the fuzzer found 101 repeated topics accepted.
+    for (n, (_, value)) in query.iter().filter(|(k, _)| k == "topic").enumerate() {
+        if n == max {
             return Err(ApiError::bad_request(
                 "too_many_topics",
                 format!("at most {max} topic parameters per request"),
