@@ -224,6 +224,21 @@ function asDenial(e) {
   return undefined;
 }
 
+/** Runs `f`; a thrown denial becomes the WIT `denial` record, anything else is rethrown as it is. */
+function denying(f) {
+  try {
+    return f();
+  } catch (e) {
+    throw asDenial(e) ?? e;
+  }
+}
+
+/** The first value of `key` in [name, value] pairs, if any. */
+function firstValue(pairs, key) {
+  for (const [k, v] of pairs) if (k === key) return v;
+  return undefined;
+}
+
 /** `lifecycle` exports shared by every helper. */
 function lifecycle(spec) {
   if (!spec || typeof spec.name !== 'string' || spec.name === '') {
@@ -267,8 +282,7 @@ export class Subscription {
   }
   /** The first value of query parameter `name`, if any. */
   param(name) {
-    for (const [k, v] of this.params) if (k === name) return v;
-    return undefined;
+    return firstValue(this.params, name);
   }
   /** The principal's claims (a JSON object) parsed. */
   get claims() {
@@ -312,14 +326,7 @@ export function transform(spec) {
   return {
     lifecycle: lifecycle(spec),
     apply(batch) {
-      let out;
-      try {
-        out = spec.apply(events(batch));
-      } catch (e) {
-        const d = asDenial(e);
-        if (d) throw d;
-        throw e;
-      }
+      const out = denying(() => spec.apply(events(batch)));
       if (!Array.isArray(out)) throw new TypeError(`transform \`${spec.name}\`: apply must return an array of events`);
       return toBatch(out);
     },
@@ -339,14 +346,11 @@ export class Request {
   }
   /** The first value of header `name` (any case), if any. */
   header(name) {
-    const n = name.toLowerCase();
-    for (const [k, v] of this.headers) if (k === n) return v;
-    return undefined;
+    return firstValue(this.headers, name.toLowerCase());
   }
   /** The first value of query parameter `name`, if any. */
   param(name) {
-    for (const [k, v] of this.query) if (k === name) return v;
-    return undefined;
+    return firstValue(this.query, name);
   }
 }
 
@@ -359,14 +363,7 @@ export function auth(spec) {
   return {
     lifecycle: lifecycle(spec),
     authenticate(raw) {
-      let p;
-      try {
-        p = spec.authenticate(new Request(raw));
-      } catch (e) {
-        const d = asDenial(e);
-        if (d) throw d;
-        throw e;
-      }
+      const p = denying(() => spec.authenticate(new Request(raw)));
       if (!p || typeof p.user !== 'string') throw new TypeError(`auth \`${spec.name}\`: authenticate must return {user, topics, claims}`);
       const claims = p.claims === undefined || p.claims === null ? '{}' : typeof p.claims === 'string' ? p.claims : JSON.stringify(p.claims);
       return { user: p.user, topics: Array.from(p.topics ?? [], String), claims };

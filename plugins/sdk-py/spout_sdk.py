@@ -106,10 +106,7 @@ class Sub:
     @property
     def params(self):
         if self._params is None:
-            p = {}
-            for k, v in self.param_list:
-                p.setdefault(k, v)
-            self._params = p
+            self._params = _first(self.param_list)
         return self._params
 
     def __repr__(self):
@@ -146,6 +143,7 @@ class Request:
 
 
 def _first(pairs):
+    """Each name's first value, from (name, value) pairs."""
     d = {}
     for k, v in pairs:
         d.setdefault(k, v)
