@@ -156,6 +156,15 @@ async fn subscribe_and_poll_rejections() {
             bad,
             "too_many_topics",
         ),
+        // Counted as given: repeats of one topic count too (the OpenAPI
+        // document's maxItems; schemathesis found repeats accepted).
+        (
+            Method::GET,
+            "/poll?topic=a&topic=a&topic=a&topic=a",
+            &[],
+            bad,
+            "too_many_topics",
+        ),
         (
             Method::GET,
             "/events?topic=a",
