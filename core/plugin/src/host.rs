@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 use wasmtime::component::ResourceTable;
-use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -76,8 +76,9 @@ impl ServerStats {
 pub struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
-    /// Memory and instance limits enforced by wasmtime.
-    pub limits: StoreLimits,
+    /// Memory and instance limits enforced by wasmtime, and how large the
+    /// instance's memory has grown.
+    pub limits: Limiter,
     plugin: Arc<str>,
     kv: Kv,
     started: Instant,
@@ -107,18 +108,74 @@ impl HostState {
         HostState {
             wasi,
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(memory)
-                .instances(64)
-                .tables(64)
-                .memories(4)
-                .trap_on_grow_failure(true)
-                .build(),
+            limits: Limiter {
+                inner: StoreLimitsBuilder::new()
+                    .memory_size(memory)
+                    .instances(64)
+                    .tables(64)
+                    .memories(4)
+                    .trap_on_grow_failure(true)
+                    .build(),
+                largest: 0,
+            },
             plugin,
             kv,
             started: Instant::now(),
             stats,
         }
+    }
+}
+
+/// wasmtime's [`StoreLimits`], plus the largest linear memory it granted: the
+/// pool retires an instance whose memory keeps growing (a guest runtime that
+/// leaks per call) before the limit makes a call trap.
+pub struct Limiter {
+    inner: StoreLimits,
+    /// Bytes of the largest memory granted so far (start-up included).
+    pub largest: usize,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allow = self.inner.memory_growing(current, desired, maximum)?;
+        if allow {
+            self.largest = self.largest.max(desired);
+        }
+        Ok(allow)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.inner.memory_grow_failed(error)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.inner.table_growing(current, desired, maximum)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.inner.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.inner.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.inner.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.inner.memories()
     }
 }
 

@@ -64,6 +64,9 @@ pub const INIT_TIME: Duration = Duration::from_secs(2);
 const POOL_KEEP: usize = 8;
 /// Concurrent instances the engine's pool allows in all (kept and in use).
 const POOL_SLOTS: u32 = 256;
+/// An instance whose memory grew past this fraction (3/4) of its limit
+/// after start-up is not reused.
+const RETIRE_AT: (usize, usize) = (3, 4);
 
 /// Import namespaces a plugin may use. Everything else (outbound HTTP, any
 /// other interface) is refused at load time. The filesystem and socket
@@ -415,6 +418,7 @@ impl Runtime {
             breaker: guard::Breaker::default(),
             threads,
             busy_count: AtomicU64::new(0),
+            retired_count: AtomicU64::new(0),
             kind: world.kind(),
             world,
             config,
@@ -540,6 +544,8 @@ enum Exports {
 struct Instance {
     store: Store<HostState>,
     exports: Exports,
+    /// Its largest memory once `init` had run.
+    started_at: usize,
 }
 
 enum InitFailure {
@@ -575,6 +581,8 @@ pub struct Plugin {
     threads: tokio::runtime::Handle,
     /// Calls refused because it was busy or its circuit open.
     busy_count: AtomicU64,
+    /// Instances retired because their memory grew near the limit.
+    retired_count: AtomicU64,
     /// Hash of its component, config and limits (a reload keeps what uses
     /// an unchanged plugin running).
     fingerprint: u64,
@@ -629,6 +637,11 @@ impl Plugin {
     /// Calls refused before they ran (busy, or the circuit open).
     pub fn refused(&self) -> u64 {
         self.busy_count.load(Ordering::Relaxed)
+    }
+
+    /// Instances replaced because their memory grew near the limit.
+    pub fn retired(&self) -> u64 {
+        self.retired_count.load(Ordering::Relaxed)
     }
 
     /// Whether its circuit is open now (calls fail at once).
@@ -746,7 +759,15 @@ impl Plugin {
             Err(e) => return Err(fail(e)),
         }
         self.arm(&mut store);
-        Ok((Instance { store, exports }, describe))
+        let started_at = store.data().limits.largest;
+        Ok((
+            Instance {
+                store,
+                exports,
+                started_at,
+            },
+            describe,
+        ))
     }
 
     fn arm(&self, store: &mut Store<HostState>) {
@@ -774,7 +795,20 @@ impl Plugin {
         CallError::Trap { plugin, detail }
     }
 
+    /// Returns an instance to the pool, unless its memory has grown past
+    /// [`RETIRE_AT`] of the limit since start-up: a guest runtime that leaks
+    /// a little per call (componentize-js does) is replaced by a fresh one
+    /// before its next call would trap on the limit.
     fn release(&self, inst: Instance) {
+        let largest = inst.store.data().limits.largest;
+        let limit = self.limits.memory as usize;
+        if largest > inst.started_at && largest > limit / RETIRE_AT.1 * RETIRE_AT.0 {
+            self.retired_count.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("spout_plugin_retired_total", "plugin" => self.name.to_string())
+                .increment(1);
+            tracing::debug!(plugin = %self.name, memory = largest, limit, "instance retired: its memory grew near the limit");
+            return;
+        }
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
         if pool.len() < POOL_KEEP {
             pool.push(inst);
@@ -1142,5 +1176,33 @@ mod tests {
             }
             assert_eq!(p.errors(), 2);
         }
+    }
+
+    #[test]
+    fn an_instance_that_leaks_is_retired_before_its_calls_trap() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime(dir.path());
+        let limits = Limits {
+            memory: 4 << 20,
+            ..Limits::default()
+        };
+        let p = rt
+            .load("leak", &test_wasm("leak"), dir.path(), "{}".into(), limits)
+            .unwrap();
+        // 64 KiB a call: ~40 calls reach the 4 MiB limit; 200 never trap.
+        for call in 0..200 {
+            let kept = p.keep(&sub(&[]), &batch(1));
+            assert_eq!(kept.unwrap_or_else(|e| panic!("call {call}: {e}")), [true]);
+        }
+        assert_eq!(p.errors(), 0);
+        assert!(p.retired() >= 4, "retired {}", p.retired());
+        // A plugin whose memory does not grow is never retired.
+        let f = rt
+            .load("m", "builtin:filter-match", dir.path(), "{}".into(), limits)
+            .unwrap();
+        for _ in 0..200 {
+            f.keep(&sub(&[]), &batch(4)).unwrap();
+        }
+        assert_eq!(f.retired(), 0);
     }
 }

@@ -95,6 +95,7 @@ pub fn stats(app: &App) -> Response<Body> {
                 "calls": p.calls(),
                 "errors": p.errors(),
                 "refused": p.refused(),
+                "retired": p.retired(),
                 "running": p.load().0,
                 "waiting": p.load().1,
                 "circuit": if p.circuit_open() { "open" } else { "closed" },
