@@ -191,9 +191,9 @@ impl Slot<'_> {
                 self.slot.span(),
                 self.key,
                 format!(
-                    "{route}: plugin `{name}` is a {} plugin; this slot takes a {} plugin",
-                    plugin.kind(),
-                    K::KIND
+                    "{route}: plugin `{name}` is {} plugin; this slot takes {} plugin",
+                    article(plugin.kind().as_str()),
+                    article(K::KIND.as_str())
                 ),
             )
         })
@@ -674,4 +674,12 @@ pub fn check(config: &Config) -> Result<(), ConfigError> {
 
 fn error_at_start(origin: &Origin, message: String) -> ConfigError {
     origin.error(0..0, "plugins".into(), message)
+}
+
+/// "a filter", "an auth": a kind with its article, for error messages.
+fn article(kind: &str) -> String {
+    match kind.chars().next() {
+        Some('a' | 'e' | 'i' | 'o' | 'u') => format!("an {kind}"),
+        _ => format!("a {kind}"),
+    }
 }
