@@ -16,6 +16,7 @@ mod examples;
 mod hostile;
 mod integrity;
 mod isolation;
+mod languages;
 mod limits;
 mod mercure;
 mod ops;

@@ -8,7 +8,9 @@
 // events as if nothing happened.
 //
 // Build: node plugins/sdk-js/build.mjs tests/plugins-js/escape.js -o tests/plugins-js/escape.wasm
-// Which attempt runs: `?try=file` on the subscription (default: net).
+// Which attempt runs: `?try=file` on the subscription (default: net);
+// `?try=none` attempts nothing and keeps every event (the control: the
+// plugin itself works, so a failed call is the sandbox's refusal).
 import { filter, log } from '@spout/sdk';
 
 const attempts = {
@@ -20,6 +22,7 @@ export default filter({
   name: 'escape',
   keep(sub) {
     const what = sub.param('try') ?? 'net';
+    if (what === 'none') return true;
     const attempt = attempts[what];
     if (!attempt) throw new Error(`escape: unknown attempt \`${what}\``);
     const got = attempt();

@@ -7,7 +7,9 @@ must fail; the exception is not caught, so the call fails (counted as a
 plugin error) instead of quietly deciding. Which step failed and how is
 logged before it propagates.
 
-config `{"only": "file"}` or `{"only": "socket"}` tries just that one.
+`?try=file` or `?try=socket` on the subscription tries just that one;
+`?try=none` attempts nothing and keeps every event (the control: the plugin
+itself works, so a failed call is the sandbox's refusal).
 Build: plugins/sdk-py/build.sh tests/plugins-py/escape.py
 """
 import socket
@@ -18,17 +20,17 @@ import spout_sdk
 class Escape(spout_sdk.Filter):
     name = "escape"
 
-    def __init__(self, config):
-        self.only = config.get("only")
-        if self.only not in (None, "file", "socket"):
-            raise ValueError("`only` is \"file\" or \"socket\"")
-
     def keep_batch(self, sub, events):
-        if self.only in (None, "file"):
+        what = sub.params.get("try")
+        if what == "none":
+            return range(len(events))
+        if what not in (None, "file", "socket"):
+            raise ValueError(f"escape: unknown attempt {what!r}")
+        if what in (None, "file"):
             self.attempt("read /etc/passwd", read_passwd)
-        if self.only in (None, "socket"):
+        if what in (None, "socket"):
             self.attempt("connect 127.0.0.1:6379", connect_redis)
-        return range(len(events))  # not reached: both attempts raise
+        return range(len(events))  # not reached: the attempts raise
 
     def attempt(self, what, f):
         try:
