@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use spout::sse::parse::Received;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
+use std::sync::OnceLock;
 use std::time::SystemTime;
 
 fn root() -> PathBuf {
@@ -62,37 +62,47 @@ const COMPONENTS: &[(&str, Lang, &str)] = &[
     ),
 ];
 
-/// Components built (and compiled) so far this run; the lock is held while
-/// one is built, so parallel tests wait instead of building it twice.
-static BUILT: Mutex<Vec<(&str, Option<String>)>> = Mutex::new(Vec::new());
+/// Each component of [`COMPONENTS`], once built and compiled this run;
+/// tests needing one that is being built wait for it, others build theirs
+/// meanwhile.
+static BUILT: [OnceLock<Option<String>>; COMPONENTS.len()] =
+    [const { OnceLock::new() }; COMPONENTS.len()];
 
 /// The component `name` (a path to its .wasm), built and compiled into the
 /// plugin cache; `None` when its language's toolchain is missing outside CI.
 fn component(name: &'static str) -> Option<String> {
-    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((_, path)) = built.iter().find(|(n, _)| *n == name) {
-        return path.clone();
-    }
-    let path = build(name);
-    if let Some(path) = &path {
-        // `spout check` compiles it into the shared cache (the slow part in
-        // a debug build); servers started afterwards load it from there. An
-        // auth plugin's `init` refuses the empty config: it was compiled.
-        let (ok, stderr) = check(&format!(
-            "[plugins.p]\nuse = \"{path}\"\nlimits = {{ memory = \"64MiB\" }}\n"
-        ));
-        assert!(
-            ok || stderr.contains("init rejected its config"),
-            "{name} does not load: {stderr}"
-        );
-    }
-    built.push((name, path.clone()));
-    path
+    let index = COMPONENTS
+        .iter()
+        .position(|(n, _, _)| *n == name)
+        .unwrap_or_else(|| panic!("no component {name}"));
+    BUILT[index]
+        .get_or_init(|| {
+            let path = build(name)?;
+            // `spout check` compiles it into the shared cache (the slow part
+            // in a debug build); servers started afterwards load it from
+            // there. An auth plugin's `init` refuses the empty config: it
+            // was compiled.
+            let (ok, stderr) = check(&format!(
+                "[plugins.p]\nuse = \"{path}\"\nlimits = {{ memory = \"64MiB\" }}\n"
+            ));
+            assert!(
+                ok || stderr.contains("init rejected its config"),
+                "{name} does not load: {stderr}"
+            );
+            Some(path)
+        })
+        .clone()
 }
 
-/// Whether the language's toolchain is here (and its SDK's packages
-/// installed from the lockfile); fails under CI when it cannot be had.
+/// Whether the language's toolchain is here, with its SDK's packages
+/// installed from the lockfile (once per run: two installs at once would
+/// trip over each other); fails under CI when it cannot be had.
 fn toolchain(lang: Lang) -> bool {
+    static READY: [OnceLock<bool>; 2] = [OnceLock::new(), OnceLock::new()];
+    *READY[lang as usize].get_or_init(|| install(lang))
+}
+
+fn install(lang: Lang) -> bool {
     let ci = std::env::var("CI").as_deref() == Ok("true");
     let (tool, install) = match lang {
         Lang::Js => ("node", "Node.js"),
@@ -107,16 +117,26 @@ fn toolchain(lang: Lang) -> bool {
         eprintln!("skipping: {tool} is missing");
         return false;
     }
-    if lang == Lang::Js {
-        let sdk = root().join("plugins/sdk-js");
-        if !sdk
-            .join("node_modules/@bytecodealliance/componentize-js")
-            .is_dir()
-        {
-            run(Command::new("npm")
-                .args(["ci", "--no-audit", "--no-fund"])
-                .current_dir(&sdk));
+    let root = root();
+    match lang {
+        Lang::Js => {
+            let sdk = root.join("plugins/sdk-js");
+            if !sdk
+                .join("node_modules/@bytecodealliance/componentize-js")
+                .is_dir()
+            {
+                run(Command::new("npm")
+                    .args(["ci", "--no-audit", "--no-fund"])
+                    .current_dir(&sdk));
+            }
         }
+        // build.sh makes its venv (componentize-py from requirements.txt)
+        // when missing; writing the bindings does just that.
+        Lang::Py => run(Command::new(root.join("plugins/sdk-py/build.sh"))
+            .arg("--bindings")
+            .arg(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("languages/py-bindings"))
+            .args(["--world", "filter"])
+            .current_dir(&root)),
     }
     true
 }
