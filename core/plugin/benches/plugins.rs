@@ -16,10 +16,13 @@
 //! Targets: ≤ 1 µs per event per filter call (median); start-up ≤ 300 ms with
 //! five plugins.
 
+mod common;
+
+use common::kv;
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use spout_plugin::bindings::types::Subscription;
 use spout_plugin::wire::BatchBuilder;
-use spout_plugin::{FilterPlugin, Limits, Plugin, Runtime, Stores};
+use spout_plugin::{FilterPlugin, Limits, Plugin, Runtime};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,16 +65,6 @@ fn sub(params: &[(&str, &str)]) -> Subscription {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
     }
-}
-
-/// Plugin key-value stores in a temporary sled database.
-fn kv() -> Stores {
-    let db = sled::Config::new().temporary(true).open().unwrap();
-    Arc::new(move |name| {
-        db.open_tree(format!("plugin:{name}"))
-            .map(spout_log::Store::Local)
-            .map_err(|e| spout_plugin::LoadError::Kv(e.to_string()))
-    })
 }
 
 fn load(rt: &Runtime, dir: &Path, name: &str, source: &str, config: &str) -> Arc<Plugin> {
