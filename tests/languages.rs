@@ -43,7 +43,7 @@ const COMPONENTS: &[(&str, Lang, &str)] = &[
         Lang::Py,
         "examples/custom-filter/python/only_mine.py",
     ),
-    ("js-escape", Lang::Js, "tests/plugins-js/escape.js"),
+    ("js-escape", Lang::Js, "tests/plugins-js/escape.ts"),
     ("py-escape", Lang::Py, "tests/plugins-py/escape.py"),
     (
         "js-require-json",
@@ -132,11 +132,15 @@ fn install(lang: Lang) -> bool {
         }
         // build.sh makes its venv (componentize-py from requirements.txt)
         // when missing; writing the bindings does just that.
-        Lang::Py => run(Command::new(root.join("plugins/sdk-py/build.sh"))
-            .arg("--bindings")
-            .arg(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("languages/py-bindings"))
-            .args(["--world", "filter"])
-            .current_dir(&root)),
+        Lang::Py => {
+            let bindings = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("languages/py-bindings");
+            let _ = std::fs::remove_dir_all(&bindings);
+            run(Command::new(root.join("plugins/sdk-py/build.sh"))
+                .arg("--bindings")
+                .arg(&bindings)
+                .args(["--world", "filter"])
+                .current_dir(&root))
+        }
     }
     true
 }

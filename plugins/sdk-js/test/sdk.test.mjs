@@ -27,7 +27,7 @@ before(() => {
   wasm.onlyMine = build('examples/custom-filter/js/only-mine.js');
   wasm.requireJson = build('plugins/sdk-js/examples/require-json.js');
   wasm.bearer = build('plugins/sdk-js/examples/bearer-auth.js');
-  wasm.escape = build('tests/plugins-js/escape.js');
+  wasm.escape = build('tests/plugins-js/escape.ts');
   wasm.globals = build('plugins/sdk-js/test/fixtures/globals.js', '--world', 'filter');
 });
 
