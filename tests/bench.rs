@@ -8,9 +8,11 @@ use spout::bench::{run, BenchArgs};
 use std::time::Duration;
 use support::*;
 
-fn args(url: String) -> BenchArgs {
+/// A scaled-down run against `url`, with the raw baseline.
+pub(crate) fn args(url: String) -> BenchArgs {
     BenchArgs {
         url,
+        also: Vec::new(),
         subscribers: 300,
         path: "/events".into(),
         query: String::new(),
@@ -84,6 +86,15 @@ async fn bench_rejects_bad_options() {
     let err = run(a.clone()).await.unwrap_err();
     assert!(err.to_string().contains("http://HOST:PORT"), "{err}");
     a.url = "http://127.0.0.1:1".into();
+    a.also = vec!["ftp://y".into()];
+    let err = run(a.clone()).await.unwrap_err();
+    assert!(err.to_string().contains("\"ftp://y\""), "{err}");
+    a.also = vec!["http://127.0.0.1:2".into()];
+    a.publish_only = true;
+    let err = run(a.clone()).await.unwrap_err();
+    assert!(err.to_string().contains("--also"), "{err}");
+    a.also.clear();
+    a.publish_only = false;
     a.size = 5;
     assert!(run(a).await.unwrap_err().to_string().contains("--size"));
 }

@@ -462,3 +462,35 @@ filters = ["shout"]
     assert_eq!(stats["pipeline"]["plugins"][0]["errors"], 0, "{stats}");
     server.stop().await;
 }
+
+/// `spout bench --also`: subscribers and publishers spread over two nodes;
+/// every event published on either reaches every subscriber on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_spread_over_two_nodes_delivers_every_event() {
+    let prefix = Prefix::new("bench");
+    let url = redis_url();
+    let n1 = node(&prefix, "n1", &url).await;
+    let n2 = node(&prefix, "n2", &url).await;
+    let mut a = crate::bench::args(format!("http://{}", n1.addr));
+    a.also = vec![format!("http://{}", n2.addr)];
+    a.subscribers = 40;
+    a.topics = 2;
+    a.baseline = false;
+    a.pid = None;
+    a.source_addrs = 1;
+    let report = spout::bench::run(a).await.unwrap();
+    let table = report.table();
+    let r = &report.hub;
+    assert_eq!((r.connected, r.failed, r.errors), (40, 0, 0), "{table}");
+    assert!(r.published >= 300, "{table}");
+    // 40 subscribers over 2 topics: every event reaches 20 of them.
+    assert_eq!(r.expected, r.published * 20, "{table}");
+    assert_eq!(r.delivered, r.expected, "{table}");
+    // Each node held half of the streams.
+    for n in [&n1, &n2] {
+        let (_, stats) = get_json(n.addr, "/stats").await;
+        assert_eq!(stats["peak_connections"], 20, "{stats}");
+    }
+    n1.stop().await;
+    n2.stop().await;
+}

@@ -21,8 +21,9 @@ use tokio_util::sync::CancellationToken;
 
 /// Where the load goes.
 pub enum Target<'a> {
-    /// A hub speaking Spout's HTTP API.
-    Http(SocketAddr),
+    /// A hub speaking Spout's HTTP API: one node, or several of a cluster
+    /// (connections and publishers spread round-robin).
+    Http(&'a [SocketAddr]),
     /// The built-in raw writer (events handed over in process).
     Raw(&'a baseline::Server),
 }
@@ -103,10 +104,11 @@ pub async fn measure(
         hist: (0..SHARDS).filter_map(|_| hist().ok()).collect(),
         stop: CancellationToken::new(),
     });
-    let addr = match &target {
-        Target::Http(a) => *a,
-        Target::Raw(s) => s.addr,
+    let nodes: Vec<SocketAddr> = match &target {
+        Target::Http(a) => a.to_vec(),
+        Target::Raw(s) => vec![s.addr],
     };
+    let node = |i: usize| nodes[i % nodes.len()];
     let rss_idle = args.pid.and_then(rss_kb);
 
     // Idle subscribers first, each on a selector of its own.
@@ -116,6 +118,7 @@ pub async fn measure(
         let source = from[i % from.len()];
         let topic = args.idle_topic.replace("{i}", &i.to_string());
         let target = format!("{}?topic={}", args.path, encode(&topic));
+        let addr = node(i);
         subs.spawn(async move { idle(shared, addr, source, &target).await });
     }
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -153,6 +156,7 @@ pub async fn measure(
             format!("&{}", args.query.replace("{i}", &i.to_string()))
         };
         let target = format!("{}?topic=bench/{topic}{query}", args.path);
+        let addr = node(i);
         subs.spawn(async move {
             tokio::time::sleep(delay).await;
             subscriber(shared, addr, source, topic, &target, i).await;
@@ -188,6 +192,7 @@ pub async fn measure(
             )),
             _ => None,
         };
+        let addr = node(p);
         pubs.spawn(async move {
             publisher(shared, addr, raw, via, p, rate, size, topics, duration).await;
         });

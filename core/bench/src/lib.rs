@@ -29,6 +29,11 @@ pub struct BenchArgs {
     /// The hub to measure, e.g. http://127.0.0.1:8080.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub url: String,
+    /// More nodes of the same cluster (repeatable): subscribers and
+    /// publishers are spread round-robin over `--url` and these, so events
+    /// published on one node are delivered by the others.
+    #[arg(long = "also", value_name = "URL")]
+    pub also: Vec<String>,
     /// SSE connections to open.
     #[arg(long, default_value_t = 100)]
     pub subscribers: usize,
@@ -115,18 +120,30 @@ pub enum BenchError {
     Baseline(std::io::Error),
 }
 
+/// The address of an `http://HOST:PORT` URL.
+fn address(url: &str) -> Result<SocketAddr, BenchError> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| BenchError::Url(url.to_owned()))?;
+    let host = rest.trim_end_matches('/');
+    use std::net::ToSocketAddrs;
+    host.to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| BenchError::Url(url.to_owned()))
+}
+
 impl BenchArgs {
     fn target(&self) -> Result<SocketAddr, BenchError> {
-        let rest = self
-            .url
-            .strip_prefix("http://")
-            .ok_or_else(|| BenchError::Url(self.url.clone()))?;
-        let host = rest.trim_end_matches('/');
-        use std::net::ToSocketAddrs;
-        host.to_socket_addrs()
-            .ok()
-            .and_then(|mut a| a.next())
-            .ok_or_else(|| BenchError::Url(self.url.clone()))
+        address(&self.url)
+    }
+
+    /// `--url` and every `--also`: the nodes the load is spread over.
+    fn nodes(&self) -> Result<Vec<SocketAddr>, BenchError> {
+        std::iter::once(&self.url)
+            .chain(&self.also)
+            .map(|u| address(u))
+            .collect()
     }
 
     fn check(&self) -> Result<(), BenchError> {
@@ -147,6 +164,11 @@ impl BenchArgs {
         if self.query.contains([' ', '#']) {
             return Err(BenchError::Args(
                 "--query must be URL-encoded (no spaces)".into(),
+            ));
+        }
+        if !self.also.is_empty() && (self.publish_only || self.via != broker::Via::Http) {
+            return Err(BenchError::Args(
+                "--also spreads HTTP subscribers and publishers over nodes: not with --publish-only or --via".into(),
             ));
         }
         if self.source_addrs == 0 {
@@ -194,7 +216,8 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
         return Ok(Report::new(&args, hub, None, warnings));
     }
     let from = sources(&args, target);
-    let hub = client::measure(&args, client::Target::Http(target), &from, "spout").await;
+    let nodes = args.nodes()?;
+    let hub = client::measure(&args, client::Target::Http(&nodes), &from, "spout").await;
     let baseline = if args.baseline {
         let server = baseline::Server::start(args.topics)
             .await
