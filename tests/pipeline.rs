@@ -960,3 +960,55 @@ async fn topic_changes_are_authorized_by_the_routes_auth_plugin() {
     assert_eq!(s.data(1).await, ["added"]);
     server.stop().await;
 }
+
+/// A route whose filters fall behind (here 200 distinct filter keys, one
+/// call each per batch, against events published one per request) filters
+/// the batches queued meanwhile together: every subscriber still gets
+/// exactly its events, in order, and the merged rounds are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filter_route_that_falls_behind_merges_queued_batches_in_order() {
+    let server = Server::start_toml(
+        "[plugins.match]\nuse = \"builtin:filter-match\"\n\n[[stream]]\npath = \"/events\"\nfilters = [\"match\"]\n",
+    )
+    .await;
+    let keys = 200;
+    let mut subs = Vec::new();
+    for k in 0..keys {
+        let mut s = server
+            .sse(&format!("/events?topic=t&where=n:ne:{k}"), &[])
+            .await;
+        s.connected().await;
+        subs.push(s);
+    }
+    let events = 60u64;
+    for n in 0..events {
+        server
+            .publish(json!({"topic": "t", "data": {"n": n}}))
+            .await;
+    }
+    for (k, s) in subs.iter_mut().enumerate().step_by(7) {
+        let want: Vec<String> = (0..events)
+            .filter(|n| *n != k as u64)
+            .map(|n| format!("{{\"n\":{n}}}"))
+            .collect();
+        let got = s.data(want.len()).await;
+        assert_eq!(got, want, "subscriber {k}");
+    }
+    let resp = request(
+        server.addr,
+        http::Method::GET,
+        "/metrics",
+        &[],
+        bytes::Bytes::new(),
+    )
+    .await;
+    let (_, _, body) = body_bytes(resp).await;
+    let metrics = String::from_utf8(body.to_vec()).unwrap();
+    let merged: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("spout_filter_rounds_coalesced_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(merged > 0, "no merged rounds:\n{metrics}");
+    server.stop().await;
+}

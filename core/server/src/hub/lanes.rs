@@ -19,6 +19,8 @@ pub(super) struct Lanes {
     senders: Mutex<HashMap<Arc<str>, mpsc::SyncSender<LaneJob>>>,
     topics: Arc<Mutex<TopicMetrics>>,
     lagged: Counter,
+    /// Lane rounds that merged batches queued behind each other.
+    coalesced: Counter,
 }
 
 impl Lanes {
@@ -27,6 +29,7 @@ impl Lanes {
             senders: Mutex::new(HashMap::new()),
             topics,
             lagged,
+            coalesced: metrics::counter!("spout_filter_rounds_coalesced_total"),
         }
     }
 
@@ -54,9 +57,10 @@ impl Lanes {
                 let (tx, rx) = mpsc::sync_channel(LANE_BACKLOG);
                 let topics = self.topics.clone();
                 let lagged = self.lagged.clone();
+                let coalesced = self.coalesced.clone();
                 let spawned = std::thread::Builder::new()
                     .name("spout-filter".into())
-                    .spawn(move || run_lane(rx, topics, lagged));
+                    .spawn(move || run_lane(rx, topics, lagged, coalesced));
                 if let Err(err) = spawned {
                     tracing::error!(%route, error = %err, "cannot start a filter lane; its subscribers catch up from the log");
                 }
@@ -92,9 +96,21 @@ pub(super) type GroupWork = (Arc<FilterGroup>, Vec<(Arc<Subscriber>, Vec<u32>)>)
 /// up from the log instead (they never wait for a lane, nor lose events).
 const LANE_BACKLOG: usize = 256;
 
+/// Most events, and bytes of frames, one lane round takes when jobs have
+/// queued behind each other (the bounds of a catch-up read): a backlog is
+/// filtered with one call per group, not one per committed batch.
+const COALESCE_EVENTS: usize = 4096;
+const COALESCE_BYTES: usize = 256 * 1024;
+
 /// Runs one route's filters, in commit order, and queues what they keep.
-fn run_lane(rx: mpsc::Receiver<LaneJob>, topics: Arc<Mutex<TopicMetrics>>, lagged: Counter) {
-    while let Ok(job) = rx.recv() {
+fn run_lane(
+    rx: mpsc::Receiver<LaneJob>,
+    topics: Arc<Mutex<TopicMetrics>>,
+    lagged: Counter,
+    coalesced: Counter,
+) {
+    while let Ok(first) = rx.recv() {
+        let job = coalesce(first, &rx, &coalesced);
         // Once per event, not per delivery.
         let facts: Vec<Facts<'_>> = job.events.iter().map(|e| Facts::of_event(e)).collect();
         let mut delivered = vec![0u64; job.events.len()];
@@ -130,5 +146,53 @@ fn run_lane(rx: mpsc::Receiver<LaneJob>, topics: Arc<Mutex<TopicMetrics>>, lagge
         for (e, n) in job.events.iter().zip(delivered).filter(|(_, n)| *n > 0) {
             topics.get(&e.topic).delivered.increment(n);
         }
+    }
+}
+
+/// `first` merged with the jobs already queued behind it, up to
+/// [`COALESCE_EVENTS`] / [`COALESCE_BYTES`]: the events in commit order, each
+/// group's subscribers once, each with its indices (ascending) into the
+/// merged events. When the lane keeps up nothing is queued and `first` is
+/// returned as it is; when it falls behind (many distinct filter keys, each
+/// a plugin call per round) its rounds grow instead of its backlog.
+fn coalesce(first: LaneJob, rx: &mpsc::Receiver<LaneJob>, coalesced: &Counter) -> LaneJob {
+    let bytes = |events: &[Arc<Event>]| events.iter().map(|e| e.frame().len()).sum::<usize>();
+    let (mut count, mut size) = (first.events.len(), bytes(&first.events));
+    let mut more = Vec::new();
+    while count < COALESCE_EVENTS && size < COALESCE_BYTES {
+        let Ok(job) = rx.try_recv() else { break };
+        count += job.events.len();
+        size += bytes(&job.events);
+        more.push(job);
+    }
+    if more.is_empty() {
+        return first;
+    }
+    coalesced.increment(1);
+    let mut events: Vec<Arc<Event>> = Vec::with_capacity(count);
+    let mut groups: Vec<GroupWork> = Vec::new();
+    let mut group_at: HashMap<*const FilterGroup, usize> = HashMap::new();
+    let mut sub_at: HashMap<(usize, *const Subscriber), usize> = HashMap::new();
+    for job in std::iter::once(first).chain(more) {
+        let offset = events.len() as u32;
+        events.extend(job.events.iter().cloned());
+        for (group, subs) in job.groups {
+            let g = *group_at.entry(Arc::as_ptr(&group)).or_insert_with(|| {
+                groups.push((group.clone(), Vec::new()));
+                groups.len() - 1
+            });
+            for (sub, ix) in subs {
+                let members = &mut groups[g].1;
+                let at = *sub_at.entry((g, Arc::as_ptr(&sub))).or_insert_with(|| {
+                    members.push((sub.clone(), Vec::new()));
+                    members.len() - 1
+                });
+                members[at].1.extend(ix.iter().map(|i| i + offset));
+            }
+        }
+    }
+    LaneJob {
+        events: events.into(),
+        groups,
     }
 }
