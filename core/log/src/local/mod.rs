@@ -933,10 +933,24 @@ mod tests {
         }
     }
 
+    /// Opens the log in `dir`. A log closed just before may still be
+    /// releasing sled's file lock (its threads drop the database a moment
+    /// later; CI saw it under load): that is retried for a few seconds.
     fn open_with_sink(dir: &std::path::Path, fsync: Fsync, sink: Sink) -> (SledLog, Arc<FanOut>) {
         let fanout = FanOut::start(sink).unwrap();
-        let (log, _) = SledLog::open(&config(dir, fsync), fanout.clone()).unwrap();
-        (log, fanout)
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match SledLog::open(&config(dir, fsync), fanout.clone()) {
+                Ok((log, _)) => return (log, fanout),
+                Err(e)
+                    if e.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => panic!("cannot open the log: {e}"),
+            }
+        }
     }
 
     /// Opens a log whose fan-out goes nowhere.
