@@ -243,7 +243,8 @@ fn frames(events: &[Received]) -> Vec<(String, String, String)> {
         .collect()
 }
 
-/// A plugin declaration with the limits the stock examples use.
+/// A plugin declaration: the stock examples' 32 MiB, and a time limit roomy
+/// enough for a debug build on a loaded machine.
 fn plugin(name: &str, file: &str) -> String {
     format!(
         "[plugins.{name}]\nuse = \"{file}\"\nlimits = {{ memory = \"32MiB\", time = \"1s\" }}\n"
