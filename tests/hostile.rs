@@ -155,16 +155,7 @@ async fn at_the_file_descriptor_limit_accept_failures_are_counted_not_flooded() 
     drop(clients);
     // The metric counts every failure; the log has about a line a second.
     let metrics = loop {
-        let resp = request(
-            addr,
-            http::Method::GET,
-            "/metrics",
-            &[],
-            bytes::Bytes::new(),
-        )
-        .await;
-        let (_, _, body) = body_bytes(resp).await;
-        let text = String::from_utf8(body.to_vec()).unwrap();
+        let text = metrics_text(addr).await;
         if text.contains("spout_accept_errors_total") {
             break text;
         }

@@ -251,18 +251,30 @@ fn plugin(name: &str, file: &str) -> String {
     )
 }
 
+/// The Rust custom filter (examples/custom-filter), as built for the tests.
+fn rust_only_mine() -> String {
+    format!("{}/only_mine.wasm", env!("SPOUT_TEST_WASM_DIR"))
+}
+
+/// A config with `?user=` allowed and, per (name, component), a plugin
+/// `name` and a route `/name` filtered by it.
+fn filter_routes(plugins: &[(&str, &String)]) -> String {
+    let mut config = String::from("[server]\ninsecure_user_param = true\n\n");
+    for (name, file) in plugins {
+        config += &plugin(name, file);
+        config += &format!("\n[[stream]]\npath = \"/{name}\"\nfilters = [\"{name}\"]\n\n");
+    }
+    config
+}
+
 #[tokio::test]
 async fn js_and_python_twins_deliver_the_frames_the_rust_filter_does() {
     let (Some(js), Some(py)) = (component("js-only-mine"), component("py-only-mine")) else {
         return;
     };
-    let rust = format!("{}/only_mine.wasm", env!("SPOUT_TEST_WASM_DIR"));
-    let mut config = String::from("[server]\ninsecure_user_param = true\n\n");
-    for (name, file) in [("rust", &rust), ("js", &js), ("py", &py)] {
-        config += &plugin(name, file);
-        config += &format!("\n[[stream]]\npath = \"/{name}\"\nfilters = [\"{name}\"]\n\n");
-    }
-    let server = Server::start_toml(&config).await;
+    let rust = rust_only_mine();
+    let server =
+        Server::start_toml(&filter_routes(&[("rust", &rust), ("js", &js), ("py", &py)])).await;
     let langs = ["rust", "js", "py"];
     let mut ann = Vec::new();
     let mut bob = Vec::new();
@@ -347,13 +359,13 @@ async fn js_and_python_plugins_that_reach_outside_fail_their_own_call_and_are_co
     let (Some(js), Some(py)) = (component("js-escape"), component("py-escape")) else {
         return;
     };
-    let rust = format!("{}/only_mine.wasm", env!("SPOUT_TEST_WASM_DIR"));
-    let mut config = String::from("[server]\ninsecure_user_param = true\n\n");
-    for (name, file) in [("jsesc", &js), ("pyesc", &py), ("rust", &rust)] {
-        config += &plugin(name, file);
-        config += &format!("\n[[stream]]\npath = \"/{name}\"\nfilters = [\"{name}\"]\n\n");
-    }
-    let server = Server::start_toml(&config).await;
+    let rust = rust_only_mine();
+    let server = Server::start_toml(&filter_routes(&[
+        ("jsesc", &js),
+        ("pyesc", &py),
+        ("rust", &rust),
+    ]))
+    .await;
     let mut rust_ann = server.sse("/rust?topic=t&user=ann", &[]).await;
     rust_ann.connected().await;
     // `try=none` is the control: the same plugin, reaching for nothing.

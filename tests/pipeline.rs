@@ -146,18 +146,7 @@ filters = ["lenient"]
     for s in &mut broken {
         assert_quiet(s).await;
     }
-    let (_, metrics) = {
-        let resp = request(
-            server.addr,
-            http::Method::GET,
-            "/metrics",
-            &[],
-            bytes::Bytes::new(),
-        )
-        .await;
-        let (status, _, body) = body_bytes(resp).await;
-        (status, String::from_utf8(body.to_vec()).unwrap())
-    };
+    let metrics = metrics_text(server.addr).await;
     for (plugin, kind) in [
         ("spin", "timeout"),
         ("bomb", "memory"),
@@ -994,16 +983,7 @@ async fn a_filter_route_that_falls_behind_merges_queued_batches_in_order() {
         let got = s.data(want.len()).await;
         assert_eq!(got, want, "subscriber {k}");
     }
-    let resp = request(
-        server.addr,
-        http::Method::GET,
-        "/metrics",
-        &[],
-        bytes::Bytes::new(),
-    )
-    .await;
-    let (_, _, body) = body_bytes(resp).await;
-    let metrics = String::from_utf8(body.to_vec()).unwrap();
+    let metrics = metrics_text(server.addr).await;
     let merged: u64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("spout_filter_rounds_coalesced_total "))

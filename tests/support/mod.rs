@@ -222,6 +222,13 @@ pub async fn post(
     (status, serde_json::from_slice(&bytes).unwrap())
 }
 
+/// `GET /metrics`: the Prometheus text.
+pub async fn metrics_text(addr: SocketAddr) -> String {
+    let resp = request(addr, Method::GET, "/metrics", &[], Bytes::new()).await;
+    let (_, _, body) = body_bytes(resp).await;
+    String::from_utf8(body.to_vec()).unwrap()
+}
+
 /// `GET path`; the response parsed as JSON.
 pub async fn get_json(addr: SocketAddr, path: &str) -> (StatusCode, Value) {
     let (status, _, bytes) =
