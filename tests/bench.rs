@@ -33,6 +33,10 @@ pub(crate) fn args(url: String) -> BenchArgs {
         broker: None,
         publish_only: false,
         nchan: false,
+        storm: 0,
+        behind: 1000,
+        storm_after: Duration::from_millis(500),
+        storm_ramp: Duration::from_millis(200),
     }
 }
 
@@ -53,6 +57,35 @@ async fn bench_delivers_every_event_to_every_subscriber() {
     assert!(table.contains("spout / raw"));
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["hub"]["label"], "spout");
+    server.stop().await;
+}
+
+/// The reconnect storm, scaled down: streams resuming 500 events back
+/// during the load each get every one of them, and the live subscribers
+/// still get every event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_storm_replays_every_missed_event_to_every_stream() {
+    let server = Server::start(|_| {}).await;
+    let mut a = args(format!("http://{}", server.addr));
+    a.baseline = false;
+    a.subscribers = 100;
+    a.storm = 400;
+    a.behind = 500;
+    let report = run(a).await.unwrap();
+    let table = report.table();
+    let r = &report.hub;
+    assert_eq!((r.connected, r.failed, r.errors), (100, 0, 0), "{table}");
+    assert_eq!(r.delivered, r.expected, "{table}");
+    let s = r.storm.as_ref().expect("a storm report");
+    assert_eq!((s.connected, s.failed), (400, 0), "{table}");
+    assert_eq!((s.replayed, s.expected), (200_000, 200_000), "{table}");
+    assert_eq!(s.caught_up, 400, "{table}");
+    assert!(s.all_caught_up_seconds.is_some(), "{table}");
+    assert!(
+        table.contains("storm: 400 streams 500 events behind"),
+        "{table}"
+    );
+    assert!(s.rss_peak_kib.is_some(), "{table}");
     server.stop().await;
 }
 
@@ -94,7 +127,14 @@ async fn bench_rejects_bad_options() {
     let err = run(a.clone()).await.unwrap_err();
     assert!(err.to_string().contains("--also"), "{err}");
     a.also.clear();
+    a.storm = 10;
+    let err = run(a.clone()).await.unwrap_err();
+    assert!(err.to_string().contains("--storm"), "{err}");
     a.publish_only = false;
+    a.behind = 0;
+    let err = run(a.clone()).await.unwrap_err();
+    assert!(err.to_string().contains("--behind"), "{err}");
+    a.storm = 0;
     a.size = 5;
     assert!(run(a).await.unwrap_err().to_string().contains("--size"));
 }

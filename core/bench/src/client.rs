@@ -8,11 +8,12 @@
 use super::baseline;
 use super::broker::{Feed, Via};
 use super::report::{rss_kb, Run};
+use super::storm;
 use super::BenchArgs;
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -47,6 +48,10 @@ struct Shared {
     /// Events published per topic.
     published: Vec<AtomicU64>,
     hist: Vec<Mutex<Histogram<u64>>>,
+    /// True while a reconnect storm lasts (`--storm`).
+    storming: Arc<AtomicBool>,
+    /// Latency samples taken while it lasts.
+    storm_hist: Vec<Mutex<Histogram<u64>>>,
     stop: CancellationToken,
 }
 
@@ -64,6 +69,17 @@ impl Shared {
             .unwrap_or_else(|e| e.into_inner());
         for s in samples.drain(..) {
             h.saturating_record(s);
+        }
+    }
+
+    /// Records samples taken while a storm lasted (they are in `record`'s
+    /// samples as well).
+    fn record_storm(&self, shard: usize, samples: &mut Vec<u64>) {
+        if let Some(h) = self.storm_hist.get(shard % SHARDS) {
+            let mut h = h.lock().unwrap_or_else(|e| e.into_inner());
+            for s in samples.drain(..) {
+                h.saturating_record(s);
+            }
         }
     }
 
@@ -102,6 +118,8 @@ pub async fn measure(
         per_topic: (0..args.topics).map(|_| AtomicU64::new(0)).collect(),
         published: (0..args.topics).map(|_| AtomicU64::new(0)).collect(),
         hist: (0..SHARDS).filter_map(|_| hist().ok()).collect(),
+        storming: Arc::new(AtomicBool::new(false)),
+        storm_hist: (0..SHARDS).filter_map(|_| hist().ok()).collect(),
         stop: CancellationToken::new(),
     });
     let nodes: Vec<SocketAddr> = match &target {
@@ -172,6 +190,27 @@ pub async fn measure(
     }
     let rss_connected = args.pid.and_then(rss_kb);
 
+    // The storm's topic is filled before the load, its streams connect
+    // during it.
+    let storm = match (&target, args.storm) {
+        (Target::Http(_), 1..) => match storm::fill(node(0), args.behind, args.size).await {
+            Ok(last_id) => {
+                let (args, nodes, from) = (args.clone(), nodes.clone(), from.to_vec());
+                let (storming, stop) = (shared.storming.clone(), shared.stop.clone());
+                Some(tokio::spawn(async move {
+                    tokio::time::sleep(args.storm_after).await;
+                    storm::run(args, nodes, from, last_id, storming, stop).await
+                }))
+            }
+            Err(e) => {
+                eprintln!("\n{e}");
+                shared.errors.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        },
+        _ => None,
+    };
+
     // Publish.
     let started = Instant::now();
     let mut pubs = tokio::task::JoinSet::new();
@@ -209,6 +248,19 @@ pub async fn measure(
         }
     }
     let publish_time = started.elapsed();
+    // A storm that outlasts the load ends on its own limit.
+    let storm = match storm {
+        Some(task) => match task.await {
+            Ok(Ok(storm)) => Some(storm),
+            Ok(Err(e)) => {
+                eprintln!("\n{e}");
+                shared.errors.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+            Err(_) => None,
+        },
+        None => None,
+    };
     // Drain: wait for what is in flight (bounded).
     let drain_until = Instant::now() + Duration::from_secs(5);
     while shared.delivered.load(Ordering::Relaxed) < shared.expected()
@@ -219,6 +271,17 @@ pub async fn measure(
     let elapsed = started.elapsed();
     shared.stop.cancel();
     while subs.join_next().await.is_some() {}
+    let storm = storm.map(|(mut run, streams)| {
+        let mut during = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).ok();
+        for h in &shared.storm_hist {
+            if let (Some(m), Ok(h)) = (during.as_mut(), h.lock()) {
+                let _ = m.add(&*h);
+            }
+        }
+        run.live_during_ms = during.as_ref().map(storm::latency).unwrap_or_default();
+        streams.close();
+        run
+    });
     if !args.quiet {
         eprintln!();
     }
@@ -229,7 +292,7 @@ pub async fn measure(
             let _ = m.add(&*h);
         }
     }
-    Run::new(
+    let mut run = Run::new(
         label,
         shared.connected.load(Ordering::Relaxed),
         shared.failed.load(Ordering::Relaxed),
@@ -242,7 +305,9 @@ pub async fn measure(
         merged.as_ref(),
         rss_idle,
         rss_connected,
-    )
+    );
+    run.storm = storm;
+    run
 }
 
 fn status(args: &BenchArgs, label: &str, s: &Shared, phase: &str) {
@@ -364,14 +429,20 @@ async fn subscriber(
     let mut sse = Vec::new();
     let mut samples = Vec::with_capacity(FLUSH_EVERY);
     let mut count = 0u64;
+    let mut during = Vec::new();
     let mut feed = |bytes: &[u8], sse: &mut Vec<u8>, samples: &mut Vec<u64>, count: &mut u64| {
         decoder.feed(bytes, sse);
         let now = shared.now_us();
+        let storming = shared.storming.load(Ordering::Relaxed);
         let mut consumed = 0;
         while let Some(end) = memchr::memmem::find(&sse[consumed..], b"\n\n") {
             let frame = &sse[consumed..consumed + end];
             if let Some(t) = timestamp(frame) {
-                samples.push(now.saturating_sub(t).max(1));
+                let sample = now.saturating_sub(t).max(1);
+                samples.push(sample);
+                if storming {
+                    during.push(sample);
+                }
                 *count += 1;
             }
             consumed += end + 2;
@@ -379,6 +450,7 @@ async fn subscriber(
         sse.drain(..consumed);
         if samples.len() >= FLUSH_EVERY {
             shared.record(i, samples);
+            shared.record_storm(i, &mut during);
         }
     };
     feed(&rest, &mut sse, &mut samples, &mut count);
@@ -401,6 +473,7 @@ async fn subscriber(
     }
     shared.delivered.fetch_add(count, Ordering::Relaxed);
     shared.record(i, &mut samples);
+    shared.record_storm(i, &mut during);
 }
 
 /// The publish time in a frame's `data: <micros> …` line, if it has one.
@@ -418,7 +491,7 @@ fn timestamp(frame: &[u8]) -> Option<u64> {
 
 /// Incremental `Transfer-Encoding: chunked` decoder (pass-through when the
 /// body is not chunked).
-struct Dechunk {
+pub(crate) struct Dechunk {
     chunked: bool,
     /// Bytes left in the current chunk.
     left: usize,
@@ -429,7 +502,7 @@ struct Dechunk {
 }
 
 impl Dechunk {
-    fn new(chunked: bool) -> Dechunk {
+    pub(crate) fn new(chunked: bool) -> Dechunk {
         Dechunk {
             chunked,
             left: 0,
@@ -438,7 +511,7 @@ impl Dechunk {
         }
     }
 
-    fn feed(&mut self, mut input: &[u8], out: &mut Vec<u8>) {
+    pub(crate) fn feed(&mut self, mut input: &[u8], out: &mut Vec<u8>) {
         if !self.chunked {
             out.extend_from_slice(input);
             return;
@@ -579,6 +652,17 @@ async fn post(conn: &mut Option<TcpStream>, addr: SocketAddr, batch: &[(usize, S
 /// `content-length` bytes); returns its status, `None` if the connection
 /// failed.
 pub(crate) async fn round_trip(stream: &mut TcpStream, head: &str, body: &[u8]) -> Option<u16> {
+    round_trip_body(stream, head, body)
+        .await
+        .map(|(status, _)| status)
+}
+
+/// [`round_trip`], also returning the response body.
+pub(crate) async fn round_trip_body(
+    stream: &mut TcpStream,
+    head: &str,
+    body: &[u8],
+) -> Option<(u16, Vec<u8>)> {
     if stream.write_all(head.as_bytes()).await.is_err() || stream.write_all(body).await.is_err() {
         return None;
     }
@@ -603,7 +687,8 @@ pub(crate) async fn round_trip(stream: &mut TcpStream, head: &str, body: &[u8]) 
                     _ => return None,
                 }
             }
-            return head.get(9..12).and_then(|c| c.parse().ok());
+            let status = head.get(9..12).and_then(|c| c.parse().ok())?;
+            return Some((status, buf[end + 4..end + 4 + len].to_vec()));
         }
     }
 }

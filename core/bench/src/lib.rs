@@ -14,8 +14,10 @@
 mod baseline;
 mod client;
 mod report;
+mod storm;
 
 pub use report::{Latency, Report, Run};
+pub use storm::StormRun;
 
 pub mod broker;
 mod ingest;
@@ -104,6 +106,21 @@ pub struct BenchArgs {
     /// reference.
     #[arg(long, requires = "publish_only")]
     pub nchan: bool,
+    /// A reconnect storm: this many streams connect within `--storm-ramp`,
+    /// `--storm-after` into the load, each with a `Last-Event-ID`
+    /// `--behind` events back on a topic of their own (`bench/storm`), while
+    /// the subscribers keep receiving the load.
+    #[arg(long, default_value_t = 0)]
+    pub storm: usize,
+    /// Events each storm stream is behind.
+    #[arg(long, default_value_t = 1000)]
+    pub behind: u64,
+    /// When the storm starts, counted from the start of publishing.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
+    pub storm_after: Duration,
+    /// The storm's streams connect over this long.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+    pub storm_ramp: Duration,
 }
 
 /// Why a bench could not run.
@@ -171,6 +188,11 @@ impl BenchArgs {
                 "--also spreads HTTP subscribers and publishers over nodes: not with --publish-only or --via".into(),
             ));
         }
+        if self.storm > 0 && (self.publish_only || self.behind == 0) {
+            return Err(BenchError::Args(
+                "--storm needs subscribers (not --publish-only) and --behind of at least 1".into(),
+            ));
+        }
         if self.source_addrs == 0 {
             return Err(BenchError::Args("--source-addrs must be at least 1".into()));
         }
@@ -206,7 +228,7 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
     args.check()?;
     let target = args.target()?;
     let mut warnings = Vec::new();
-    let sockets = args.subscribers as u64 + args.publishers as u64;
+    let sockets = (args.subscribers + args.publishers + args.storm + args.idle) as u64;
     if let Some(w) = raise_nofile(if args.baseline { sockets * 2 } else { sockets }) {
         warnings.push(w);
     }
@@ -226,6 +248,7 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
         // nothing about it.
         let raw_args = BenchArgs {
             pid: None,
+            storm: 0,
             ..args.clone()
         };
         let run = client::measure(&raw_args, client::Target::Raw(&server), &from, "raw").await;

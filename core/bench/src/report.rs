@@ -36,6 +36,9 @@ pub struct Run {
     pub rss_connected_kib: Option<u64>,
     /// (connected − idle) / connections, bytes.
     pub rss_per_connection_bytes: Option<u64>,
+    /// The reconnect storm, with `--storm`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storm: Option<super::StormRun>,
 }
 
 /// Latency percentiles in milliseconds.
@@ -94,6 +97,7 @@ impl Run {
                 (Some(a), Some(b)) if connected > 0 => Some(b.saturating_sub(a) * 1024 / connected),
                 _ => None,
             },
+            storm: None,
         }
     }
 }
@@ -177,6 +181,35 @@ impl Report {
                 r.errors,
                 r.rss_per_connection_bytes.map_or("-".into(), |b| b.to_string()),
             ));
+        }
+        if let Some(s) = &self.hub.storm {
+            out.push_str(&format!(
+                "\nstorm: {} streams {} events behind: connected {} failed {} | replayed {} of {} | caught up {}",
+                s.streams, s.behind, s.connected, s.failed, s.replayed, s.expected, s.caught_up
+            ));
+            match s.all_caught_up_seconds {
+                Some(t) => out.push_str(&format!(" | all in {t:.2} s")),
+                None => out.push_str(" | NOT all caught up"),
+            }
+            out.push_str(&format!(" | {:.0} frames/s\n", s.frames_per_second));
+            let l = &s.catch_up_ms;
+            out.push_str(&format!(
+                "storm: catch-up per stream ms p50 {:.0} p90 {:.0} p99 {:.0} max {:.0}\n",
+                l.p50, l.p90, l.p99, l.max
+            ));
+            let l = &s.live_during_ms;
+            out.push_str(&format!(
+                "storm: live latency during it ms p50 {:.2} p90 {:.2} p99 {:.2} p99.9 {:.2} max {:.2}\n",
+                l.p50, l.p90, l.p99, l.p999, l.max
+            ));
+            if let (Some(a), Some(b)) = (s.rss_before_kib, s.rss_peak_kib) {
+                out.push_str(&format!(
+                    "storm: server RSS {} MiB before, {} MiB at peak (+{} MiB)\n",
+                    a / 1024,
+                    b / 1024,
+                    b.saturating_sub(a) / 1024
+                ));
+            }
         }
         if let Some(ratio) = self.hub_vs_raw {
             out.push_str(&format!("\nspout / raw deliveries/s: {ratio:.2}\n"));
