@@ -368,10 +368,33 @@ async fn erasure_removes_events_from_replay_poll_and_restart_and_never_frees_an_
         .await;
     server.publish(json!({"topic": "kept", "data": "k2"})).await;
 
+    // A stream resuming now leaves its read of the log to be shared with
+    // streams resuming from the same id soon after: erasing must forget it.
+    let mut early = Sse::open(
+        addr,
+        "/events?topic=kept&topic=gone",
+        &[("last-event-id", "0")],
+    )
+    .await;
+    let replayed = ids(&early.events(12).await);
+    assert_eq!(replayed, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 14]);
+
     let (status, v) = call(addr, Method::DELETE, "/api/history?topic=gone/**", "").await;
     assert_eq!((status, &v["erased"]), (StatusCode::OK, &json!(1)), "{v}");
     let (_, v) = call(addr, Method::DELETE, "/api/history?topic=gone", "").await;
     assert_eq!(v["erased"], 10);
+    let mut late = Sse::open(
+        addr,
+        "/events?topic=gone&topic=kept",
+        &[("last-event-id", "0")],
+    )
+    .await;
+    assert_eq!(
+        ids(&late.events(2).await),
+        [11, 14],
+        "erased events replayed"
+    );
+    drop((early, late));
     let (_, v) = call(addr, Method::DELETE, "/api/history?user=alice", "").await;
     assert_eq!(v["erased"], 1);
     let (_, v) = call(addr, Method::DELETE, "/api/history?user=alice", "").await;

@@ -160,3 +160,75 @@ async fn poll_pages_through_the_log() {
     assert_eq!(page, json!({"events": [], "next": 7}));
     server.stop().await;
 }
+
+/// A reconnect storm in small: streams resuming from the same id share one
+/// read of the log, and still each gets exactly its own events — frames
+/// addressed to one user (`to`) reach only that user, whoever's stream the
+/// shared read was made for.
+#[tokio::test]
+async fn streams_resuming_from_one_id_share_a_read_and_each_gets_only_its_own_events() {
+    let server = Server::start(|c| c.server.insecure_user_param = true).await;
+    let mut expected: std::collections::HashMap<&str, Vec<(u64, String)>> = Default::default();
+    for i in 0..60u64 {
+        let to = ["", "ann", "bob"][i as usize % 3];
+        let mut event = json!({"topic": "t", "data": format!("e{i}")});
+        if !to.is_empty() {
+            event["to"] = json!(to);
+        }
+        let id = server.publish(event).await[0];
+        for user in ["", "ann", "bob"] {
+            if to.is_empty() || to == user {
+                expected
+                    .entry(user)
+                    .or_default()
+                    .push((id, format!("e{i}")));
+            }
+        }
+        // Another topic in between: skipped by every stream.
+        server.publish(json!({"topic": "u", "data": "x"})).await;
+    }
+    let before = metric(
+        &metrics_text(server.addr).await,
+        "spout_replay_reads_shared_total",
+    );
+    // Opened together, as after a deploy; users in an order that makes the
+    // first read one user's.
+    let users: Vec<&str> = (0..24).map(|i| ["bob", "", "ann"][i % 3]).collect();
+    let streams = futures_util::future::join_all(users.iter().map(|user| {
+        let path = if user.is_empty() {
+            "/events?topic=t".to_string()
+        } else {
+            format!("/events?topic=t&user={user}")
+        };
+        let addr = server.addr;
+        async move { Sse::open(addr, &path, &[("last-event-id", "0")]).await }
+    }))
+    .await;
+    let mut streams = streams;
+    for (s, user) in streams.iter_mut().zip(&users) {
+        s.connected().await;
+        let want = &expected[user];
+        let got: Vec<(u64, String)> = s
+            .events(want.len())
+            .await
+            .into_iter()
+            .map(|e| (e.last_id.parse().unwrap(), e.data))
+            .collect();
+        assert_eq!(&got, want, "user {user:?}");
+    }
+    // Nothing more: the next frame is a live event published now.
+    let id = server.publish(json!({"topic": "t", "data": "live"})).await[0];
+    for s in &mut streams {
+        let next = s.next().await;
+        assert_eq!((next.last_id, next.data), (id.to_string(), "live".into()));
+    }
+    let shared = metric(
+        &metrics_text(server.addr).await,
+        "spout_replay_reads_shared_total",
+    ) - before;
+    assert!(
+        shared >= 1.0,
+        "24 streams resuming from one id at once ran every read themselves"
+    );
+    server.stop().await;
+}

@@ -22,29 +22,6 @@ async fn flood(server: &Server, topic: &str) {
     }
 }
 
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
-async fn metrics_text(server: &Server) -> String {
-    let (_, _, body) = body_bytes(
-        request(
-            server.addr,
-            http::Method::GET,
-            "/metrics",
-            &[],
-            bytes::Bytes::new(),
-        )
-        .await,
-    )
-    .await;
-    String::from_utf8(body.to_vec()).unwrap()
-}
-
 #[tokio::test]
 async fn a_subscriber_that_never_reads_does_not_hold_up_a_fast_one() {
     let server = Server::start(|c| c.hub.queue = 16).await;
@@ -74,7 +51,7 @@ async fn a_subscriber_that_never_reads_does_not_hold_up_a_fast_one() {
     // The stuck subscriber really fell behind (its queue overflowed).
     assert!(
         metric(
-            &metrics_text(&server).await,
+            &metrics_text(server.addr).await,
             "spout_subscribers_lagged_total"
         ) >= 1.0
     );
@@ -99,7 +76,7 @@ async fn a_subscriber_that_falls_behind_catches_up_from_the_log() {
         .iter()
         .enumerate()
         .all(|(i, e)| e.data.starts_with(&format!("{i}:"))));
-    let text = metrics_text(&server).await;
+    let text = metrics_text(server.addr).await;
     assert!(
         metric(&text, "spout_events_replayed_total") >= 1.0,
         "caught up from the log"
@@ -124,7 +101,7 @@ async fn a_subscriber_stuck_past_the_bound_is_disconnected() {
     flood(&server, "s").await;
     // The server closes it rather than holding it (and its buffers) forever.
     wait_stats(server.addr, |s| s["connections"] == 0).await;
-    let text = metrics_text(&server).await;
+    let text = metrics_text(server.addr).await;
     assert!(metric(&text, "spout_subscribers_overflow_total") >= 1.0);
     drop(stuck);
     server.stop().await;

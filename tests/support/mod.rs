@@ -229,6 +229,15 @@ pub async fn metrics_text(addr: SocketAddr) -> String {
     String::from_utf8(body.to_vec()).unwrap()
 }
 
+/// The value of an unlabelled metric in Prometheus text (0 when absent).
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// `GET path`; the response parsed as JSON.
 pub async fn get_json(addr: SocketAddr, path: &str) -> (StatusCode, Value) {
     let (status, _, bytes) =

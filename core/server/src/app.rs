@@ -35,6 +35,8 @@ pub struct App {
     pub config: Arc<Config>,
     /// The durable log (source of truth).
     pub log: EventLog,
+    /// Catch-up reads of the log, bounded and shared between streams.
+    pub replay: crate::replay::Replay,
     /// The fan-out hub the log feeds.
     pub hub: Hub,
     /// The plugin engine.
@@ -118,6 +120,7 @@ impl App {
         let app = Arc::new(App {
             bans,
             config: Arc::new(config),
+            replay: crate::replay::Replay::new(log.clone()),
             log,
             hub,
             runtime: Arc::new(runtime),

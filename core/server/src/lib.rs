@@ -38,6 +38,7 @@ pub mod metrics;
 pub mod operate;
 pub mod pipeline;
 pub mod queue;
+pub mod replay;
 pub mod server;
 pub mod shape;
 pub mod stream;

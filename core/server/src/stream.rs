@@ -14,14 +14,13 @@
 //!
 //! Whatever is ready is written at once: several frames become one chunk.
 
-use crate::event::{DataRef, Event};
+use crate::event::Event;
 use crate::hub::{Item, Subscription};
-use crate::log::{EventLog, LogError};
-use crate::plugin::wire::BatchBuilder;
+use crate::replay::{ReadResult, Reader, Replay};
 use crate::shape::Shape;
 use crate::sse;
-use crate::visibility::{Audience, Facts};
 use bytes::{Bytes, BytesMut};
+use futures_util::future::BoxFuture;
 use http_body::{Body, Frame, SizeHint};
 use metrics::Counter;
 use std::convert::Infallible;
@@ -34,10 +33,6 @@ use tokio::task::JoinHandle;
 
 /// Items taken from the queue per poll (and so frames per write, at most).
 const RECV_BATCH: usize = 128;
-/// Log records examined per catch-up read.
-const CATCHUP_SCAN: usize = 4096;
-/// Bytes of frames rendered per catch-up read before it yields them.
-const CATCHUP_BYTES: usize = 256 * 1024;
 /// One live write in this many records its publish→deliver latency.
 const LATENCY_SAMPLE: u32 = 16;
 
@@ -48,22 +43,14 @@ enum Mode {
     /// From the log, up to `target`; `read` is the read in flight.
     CatchUp {
         target: u64,
-        read: Option<JoinHandle<Result<Chunk, LogError>>>,
+        read: Option<BoxFuture<'static, ReadResult>>,
     },
-}
-
-/// What one catch-up read produced.
-struct Chunk {
-    frames: BytesMut,
-    events: u64,
-    /// Every id up to here has been looked at.
-    cursor: u64,
 }
 
 /// The SSE body of one `GET /events` response.
 pub struct EventStream {
     sub: Subscription,
-    log: EventLog,
+    replay: Replay,
     prelude: Option<Bytes>,
     cursor: u64,
     mode: Mode,
@@ -209,14 +196,14 @@ pub struct StreamStart {
 
 impl EventStream {
     /// A stream for a registered subscription.
-    pub fn new(sub: Subscription, log: EventLog, start: StreamStart) -> EventStream {
+    pub fn new(sub: Subscription, replay: Replay, start: StreamStart) -> EventStream {
         let mode = match start.replay_until {
             Some(target) if target > start.cursor => Mode::CatchUp { target, read: None },
             _ => Mode::Live,
         };
         EventStream {
             sub,
-            log,
+            replay,
             prelude: Some(start.prelude),
             cursor: start.cursor,
             // The initial replay is not "falling behind": only lag that
@@ -276,90 +263,12 @@ impl EventStream {
         Poll::Ready(Some(Ok(Frame::data(frame))))
     }
 
-    fn start_read(&self, target: u64) -> JoinHandle<Result<Chunk, LogError>> {
-        let log = self.log.clone();
-        let sub = self.sub.subscriber.clone();
-        let after = self.cursor;
-        let shape = self.shaper.as_ref().map(|s| s.shape.clone());
-        tokio::task::spawn_blocking(move || {
-            let mut frames = BytesMut::new();
-            let user = sub.user.as_deref();
-            let filter = sub.filter.as_ref().filter(|g| g.is_active());
-            let selectors = sub.selectors();
-            // With filters, frames are rendered one by one, then the group's
-            // filters decide over the chunk which of them are written. A
-            // shaped stream keeps the events instead and renders them last.
-            let mut batch = BatchBuilder::default();
-            let mut ends = Vec::new();
-            let mut shaped: Vec<Arc<Event>> = Vec::new();
-            let mut shaped_bytes = 0;
-            let mut events = 0u64;
-            let audience = Audience {
-                selectors: &selectors,
-                user,
-                admission: sub.admission.as_ref(),
-            };
-            let cursor = log.scan(after, target, CATCHUP_SCAN, |id, view| {
-                let wanted = audience.admits(&Facts::of_view(&view));
-                if wanted {
-                    if shape.is_some() {
-                        let e = view
-                            .to_event(id)
-                            .map_err(|source| LogError::Corrupt { id, source })?;
-                        shaped_bytes += e.frame().len();
-                        shaped.push(Arc::new(e));
-                    } else {
-                        let data: DataRef<'_> = view
-                            .data_ref()
-                            .map_err(|source| LogError::Corrupt { id, source })?;
-                        sse::put_event_with(
-                            &mut frames,
-                            id,
-                            view.wire_id,
-                            view.retry,
-                            view.kind,
-                            data,
-                        );
-                    }
-                    if filter.is_some() {
-                        batch.push(id, view.time_ms, view.topic, view.kind, view.data, view.to);
-                        ends.push(frames.len());
-                    }
-                    events += 1;
-                }
-                Ok(frames.len() + shaped_bytes < CATCHUP_BYTES)
-            })?;
-            let keep = filter.map(|group| group.evaluate(&batch));
-            if let Some(shape) = shape {
-                if let Some(keep) = keep {
-                    let mut k = keep.into_iter();
-                    shaped.retain(|_| k.next().unwrap_or(true));
-                }
-                return Ok(Chunk {
-                    events: shaped.len() as u64,
-                    frames: shape.render(&shaped),
-                    cursor,
-                });
-            }
-            if let Some(keep) = keep {
-                let mut kept = BytesMut::with_capacity(frames.len());
-                let mut start = 0;
-                events = 0;
-                for (end, k) in ends.into_iter().zip(keep) {
-                    if k {
-                        kept.extend_from_slice(&frames[start..end]);
-                        events += 1;
-                    }
-                    start = end;
-                }
-                frames = kept;
-            }
-            Ok(Chunk {
-                frames,
-                events,
-                cursor,
-            })
-        })
+    fn start_read(&self) -> BoxFuture<'static, ReadResult> {
+        let reader = Reader {
+            subscriber: self.sub.subscriber.clone(),
+            shape: self.shaper.as_ref().map(|s| s.shape.clone()),
+        };
+        self.replay.read(reader, self.cursor)
     }
 }
 
@@ -440,7 +349,7 @@ impl Body for EventStream {
                     if read.is_none() {
                         // Retention may have removed events this stream has not
                         // sent yet: say so instead of skipping them silently.
-                        let trimmed = this.log.trimmed();
+                        let trimmed = this.replay.log().trimmed();
                         if trimmed > this.cursor {
                             let reset = sse::control_frame(
                                 "reset",
@@ -449,7 +358,7 @@ impl Body for EventStream {
                             this.cursor = trimmed;
                             return Poll::Ready(Some(Ok(Frame::data(reset))));
                         }
-                        let handle = this.start_read(target);
+                        let handle = this.start_read();
                         this.mode = Mode::CatchUp {
                             target,
                             read: Some(handle),
@@ -461,16 +370,10 @@ impl Body for EventStream {
                     else {
                         continue;
                     };
-                    let result = ready!(Pin::new(handle).poll(cx));
-                    let chunk = match result {
-                        Ok(Ok(chunk)) => chunk,
-                        Ok(Err(err)) => {
-                            tracing::error!(error = %err, "catch-up read failed; closing stream");
-                            this.done = true;
-                            continue;
-                        }
+                    let chunk = match ready!(handle.as_mut().poll(cx)) {
+                        Ok(chunk) => chunk,
                         Err(err) => {
-                            tracing::error!(error = %err, "catch-up task failed; closing stream");
+                            tracing::error!(error = %err, "catch-up read failed; closing stream");
                             this.done = true;
                             continue;
                         }
@@ -481,9 +384,10 @@ impl Body for EventStream {
                     } else {
                         Mode::CatchUp { target, read: None }
                     };
-                    if chunk.events > 0 {
-                        this.replayed.increment(chunk.events);
-                        return Poll::Ready(Some(Ok(Frame::data(chunk.frames.freeze()))));
+                    let (frames, events) = chunk.frames_for(this.sub.subscriber.user.as_deref());
+                    if events > 0 {
+                        this.replayed.increment(events);
+                        return Poll::Ready(Some(Ok(Frame::data(frames))));
                     }
                 }
                 Mode::Live => {
@@ -502,7 +406,7 @@ impl Body for EventStream {
                         }
                         this.behind_since.get_or_insert_with(Instant::now);
                         this.mode = Mode::CatchUp {
-                            target: this.log.head(),
+                            target: this.replay.log().head(),
                             read: None,
                         };
                         continue;

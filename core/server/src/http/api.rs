@@ -363,6 +363,8 @@ async fn erase(app: &Arc<App>, q: &Query<'_>, principal: &str) -> Result<Respons
         .map_err(|e| {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
         })??;
+    // Reads kept for reconnecting streams may hold what was erased.
+    app.replay.forget();
     tracing::info!(principal, what = %what, erased, "history erased");
     Ok(json_response(StatusCode::OK, &json!({ "erased": erased })))
 }

@@ -96,7 +96,7 @@ pub async fn subscribe<B>(
     let conn_id = sub.subscriber.conn_id.to_string();
     let stream = EventStream::new(
         sub,
-        app.log.clone(),
+        app.replay.clone(),
         StreamStart {
             prelude: prelude.freeze(),
             cursor,

@@ -149,7 +149,7 @@ pub async fn subscribe<B>(
     tracing::debug!(subscriber = %access.subscriber, peer = %conn.peer, ?resume, "mercure subscription opened");
     let stream = EventStream::new(
         sub,
-        app.log.clone(),
+        app.replay.clone(),
         StreamStart {
             // A comment: flushes the headers through proxies at once.
             prelude: Bytes::from_static(b":\n\n"),
