@@ -12,7 +12,8 @@
 //!   compression, no protocol rule) reading from the same id get the same
 //!   read — one scan, one rendered chunk, one copy of its bytes (`Bytes` is
 //!   reference-counted) — whether they ask while it runs or within [`KEEP`]
-//!   after it finished. The user does not split the read: a shared chunk
+//!   after it finished (in cluster mode only while it runs: another node's
+//!   erase could not make this one forget). The user does not split the read: a shared chunk
 //!   notes which of its frames are addressed to one user (`to`), and only a
 //!   chunk that holds such frames is copied, per user, without the others'.
 //!
@@ -39,8 +40,11 @@ use tokio::sync::Semaphore;
 pub const SCAN: usize = 4096;
 /// Bytes of frames rendered per read before it stops.
 pub const CHUNK_BYTES: usize = 256 * 1024;
-/// How long a finished shared read stays available to later streams.
+/// How long a finished shared read stays available to later streams (on a
+/// single node).
 pub const KEEP: Duration = Duration::from_secs(2);
+/// How long a read may run and still be joined.
+const IN_FLIGHT_MAX: Duration = Duration::from_secs(10);
 /// Shared reads kept at most (each at most [`CHUNK_BYTES`] of frames).
 const KEPT_MAX: usize = 256;
 
@@ -120,6 +124,8 @@ pub struct Replay {
 
 struct Inner {
     log: EventLog,
+    /// [`KEEP`], or zero in cluster mode.
+    keep: Duration,
     /// `spout_replay_reads_total`: scans run.
     scans: metrics::Counter,
     /// `spout_replay_reads_shared_total`: reads served by another's scan.
@@ -144,6 +150,11 @@ impl Replay {
     pub fn new(log: EventLog) -> Replay {
         Replay {
             inner: Arc::new(Inner {
+                keep: if log.redis().is_some() {
+                    Duration::ZERO
+                } else {
+                    KEEP
+                },
                 log,
                 scans: metrics::counter!("spout_replay_reads_total"),
                 joined: metrics::counter!("spout_replay_reads_shared_total"),
@@ -177,13 +188,18 @@ impl Replay {
         };
         let now = Instant::now();
         let mut kept = self.inner.kept.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(k) = kept.get(&key) {
-            if now.duration_since(k.since) < KEEP {
-                self.inner.joined.increment(1);
-                return k.read.clone().boxed();
-            }
+        let keep = self.inner.keep;
+        // Joinable: finished less than `keep` ago, or still running (a read
+        // nobody polled to its end any more is given up after a while).
+        let usable = |k: &Kept| {
+            let age = now.duration_since(k.since);
+            age < keep || (k.read.peek().is_none() && age < IN_FLIGHT_MAX)
+        };
+        if let Some(k) = kept.get(&key).filter(|k| usable(k)) {
+            self.inner.joined.increment(1);
+            return k.read.clone().boxed();
         }
-        kept.retain(|_, k| now.duration_since(k.since) < KEEP);
+        kept.retain(|_, k| usable(k));
         let read = self.scan(reader, after, true).boxed().shared();
         if kept.len() < KEPT_MAX {
             kept.insert(
