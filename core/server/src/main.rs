@@ -174,9 +174,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        // Log reads for replay and catch-up run on blocking threads; after a
-        // restart thousands of clients may resume at once. Bound the threads
-        // and let the reads queue instead.
+        // Blocking work (`/poll` reads, ticket and ban stores, erasure, reloads)
+        // queues past this many threads instead of starting more; catch-up
+        // reads bound themselves further (replay.rs: two scans at once).
         .max_blocking_threads(64)
         .build()
         .context("starting the async runtime")?;
