@@ -243,6 +243,51 @@ auth = "jwt"
     )
 }
 
+/// A filter whose guest leaks memory on every event (as componentize-js
+/// does) is retired before it reaches its limit: its route delivers every
+/// event with no plugin error, and `/stats` and `/metrics` count the
+/// retirements.
+#[tokio::test]
+async fn a_leaking_filter_is_retired_before_it_traps_and_the_retirements_are_counted() {
+    let config = format!(
+        r#"
+[plugins.leak]
+use = "{leak}"
+limits = {{ memory = "8MiB" }}
+
+[[stream]]
+path = "/leak"
+filters = ["leak"]
+"#,
+        leak = test_wasm("leak"),
+    );
+    let server = Server::start_toml(&config).await;
+    let mut s = server.sse("/leak?topic=t", &[]).await;
+    s.connected().await;
+    // 40 calls of 8 events, one at a time (a call per batch): 64 KiB
+    // forgotten per event is 20 MiB in all, 2.5 times the limit.
+    for round in 0..40 {
+        let batch: Vec<Value> = (0..8)
+            .map(|i| json!({"topic": "t", "data": round * 8 + i}))
+            .collect();
+        server.publish(Value::Array(batch)).await;
+        let want: Vec<String> = (0..8).map(|i| (round * 8 + i).to_string()).collect();
+        assert_eq!(s.data(8).await, want, "round {round}");
+    }
+    let (_, stats) = server.get_json("/stats").await;
+    assert_eq!(plugin_stat(&stats, "leak", "errors"), 0, "{stats}");
+    let retired = plugin_stat(&stats, "leak", "retired");
+    assert!(retired >= 2, "retired {retired}: {stats}");
+    let metrics = metrics_text(server.addr).await;
+    let counted = metrics
+        .lines()
+        .find(|l| l.starts_with("spout_plugin_retired_total") && l.contains("plugin=\"leak\""))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<u64>().ok());
+    assert_eq!(counted, Some(retired), "{metrics}");
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn jwt_auth_end_to_end() {
     let server = Server::start_toml(&jwt_config()).await;
