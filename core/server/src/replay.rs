@@ -12,7 +12,7 @@
 //!   compression, no protocol rule) reading from the same id get the same
 //!   read — one scan, one rendered chunk, one copy of its bytes (`Bytes` is
 //!   reference-counted) — whether they ask while it runs or within [`KEEP`]
-//!   after it finished (in cluster mode only while it runs: another node's
+//!   of its start (in cluster mode only while it runs: another node's
 //!   erase could not make this one forget). The user does not split the read: a shared chunk
 //!   notes which of its frames are addressed to one user (`to`), and only a
 //!   chunk that holds such frames is copied, per user, without the others'.
@@ -40,8 +40,8 @@ use tokio::sync::Semaphore;
 pub const SCAN: usize = 4096;
 /// Bytes of frames rendered per read before it stops.
 pub const CHUNK_BYTES: usize = 256 * 1024;
-/// How long a finished shared read stays available to later streams (on a
-/// single node).
+/// How long after its start a shared read stays available to later streams
+/// (on a single node).
 pub const KEEP: Duration = Duration::from_secs(2);
 /// How long a read may run and still be joined.
 const IN_FLIGHT_MAX: Duration = Duration::from_secs(10);
@@ -189,7 +189,7 @@ impl Replay {
         let now = Instant::now();
         let mut kept = self.inner.kept.lock().unwrap_or_else(|e| e.into_inner());
         let keep = self.inner.keep;
-        // Joinable: finished less than `keep` ago, or still running (a read
+        // Joinable: started less than `keep` ago, or still running (a read
         // nobody polled to its end any more is given up after a while).
         let usable = |k: &Kept| {
             let age = now.duration_since(k.since);
