@@ -11,6 +11,7 @@ use crate::metrics::TopicMetrics;
 use crate::plugin::wire::BatchBuilder;
 use crate::visibility::Facts;
 use metrics::Counter;
+use rustc_hash::FxHashMap;
 use std::collections::HashMap;
 use std::sync::{mpsc, Arc, Mutex};
 
@@ -38,18 +39,30 @@ impl Lanes {
     pub(super) fn dispatch(&self, events: &[Arc<Event>], groups: impl Iterator<Item = GroupWork>) {
         let shared: Arc<[Arc<Event>]> = events.into();
         let mut by_route: HashMap<Arc<str>, LaneJob> = HashMap::new();
+        // Groups come mostly route after route: the last route's job is
+        // found without hashing its name again.
+        let mut last: Option<(Arc<str>, LaneJob)> = None;
         for (g, subs) in groups {
             let Some(route) = subs.first().map(|(s, _)| s.route.clone()) else {
                 continue;
             };
-            by_route
-                .entry(route)
-                .or_insert_with(|| LaneJob {
-                    events: shared.clone(),
-                    groups: Vec::new(),
-                })
-                .groups
-                .push((g, subs));
+            match &mut last {
+                Some((r, job)) if *r == route => job.groups.push((g, subs)),
+                _ => {
+                    if let Some((r, job)) = last.take() {
+                        by_route.insert(r, job);
+                    }
+                    let mut job = by_route.remove(&route).unwrap_or_else(|| LaneJob {
+                        events: shared.clone(),
+                        groups: Vec::new(),
+                    });
+                    job.groups.push((g, subs));
+                    last = Some((route, job));
+                }
+            }
+        }
+        if let Some((r, job)) = last {
+            by_route.insert(r, job);
         }
         let mut lanes = self.senders.lock().unwrap_or_else(|e| e.into_inner());
         for (route, job) in by_route {
@@ -171,8 +184,8 @@ fn coalesce(first: LaneJob, rx: &mpsc::Receiver<LaneJob>, coalesced: &Counter) -
     coalesced.increment(1);
     let mut events: Vec<Arc<Event>> = Vec::with_capacity(count);
     let mut groups: Vec<GroupWork> = Vec::new();
-    let mut group_at: HashMap<*const FilterGroup, usize> = HashMap::new();
-    let mut sub_at: HashMap<(usize, *const Subscriber), usize> = HashMap::new();
+    let mut group_at: FxHashMap<*const FilterGroup, usize> = FxHashMap::default();
+    let mut sub_at: FxHashMap<(usize, *const Subscriber), usize> = FxHashMap::default();
     for job in std::iter::once(first).chain(more) {
         let offset = events.len() as u32;
         events.extend(job.events.iter().cloned());
