@@ -7,7 +7,7 @@
 
 use super::baseline;
 use super::broker::{Feed, Via};
-use super::report::{rss_kb, Run};
+use super::report::{rss_kb, Latency, Run};
 use super::storm;
 use super::BenchArgs;
 use bytes::Bytes;
@@ -60,26 +60,15 @@ impl Shared {
         self.start.elapsed().as_micros() as u64
     }
 
-    fn record(&self, shard: usize, samples: &mut Vec<u64>) {
-        if samples.is_empty() {
+    /// Moves `samples` into shard `shard` of `hists` (`hist`, or
+    /// `storm_hist` for samples taken while a storm lasted).
+    fn record(hists: &[Mutex<Histogram<u64>>], shard: usize, samples: &mut Vec<u64>) {
+        let Some(h) = hists.get(shard % SHARDS).filter(|_| !samples.is_empty()) else {
             return;
-        }
-        let mut h = self.hist[shard % SHARDS]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        };
+        let mut h = h.lock().unwrap_or_else(|e| e.into_inner());
         for s in samples.drain(..) {
             h.saturating_record(s);
-        }
-    }
-
-    /// Records samples taken while a storm lasted (they are in `record`'s
-    /// samples as well).
-    fn record_storm(&self, shard: usize, samples: &mut Vec<u64>) {
-        if let Some(h) = self.storm_hist.get(shard % SHARDS) {
-            let mut h = h.lock().unwrap_or_else(|e| e.into_inner());
-            for s in samples.drain(..) {
-                h.saturating_record(s);
-            }
         }
     }
 
@@ -272,13 +261,7 @@ pub async fn measure(
     shared.stop.cancel();
     while subs.join_next().await.is_some() {}
     let storm = storm.map(|(mut run, streams)| {
-        let mut during = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).ok();
-        for h in &shared.storm_hist {
-            if let (Some(m), Ok(h)) = (during.as_mut(), h.lock()) {
-                let _ = m.add(&*h);
-            }
-        }
-        run.live_during_ms = during.as_ref().map(storm::latency).unwrap_or_default();
+        run.live_during_ms = Latency::of(merge(&shared.storm_hist).as_ref());
         streams.close();
         run
     });
@@ -286,12 +269,7 @@ pub async fn measure(
         eprintln!();
     }
 
-    let mut merged = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).ok();
-    for h in &shared.hist {
-        if let (Some(m), Ok(h)) = (merged.as_mut(), h.lock()) {
-            let _ = m.add(&*h);
-        }
-    }
+    let merged = merge(&shared.hist);
     let mut run = Run::new(
         label,
         shared.connected.load(Ordering::Relaxed),
@@ -308,6 +286,17 @@ pub async fn measure(
     );
     run.storm = storm;
     run
+}
+
+/// The shards of a sharded histogram, added up.
+fn merge(shards: &[Mutex<Histogram<u64>>]) -> Option<Histogram<u64>> {
+    let mut merged = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).ok();
+    for h in shards {
+        if let (Some(m), Ok(h)) = (merged.as_mut(), h.lock()) {
+            let _ = m.add(&*h);
+        }
+    }
+    merged
 }
 
 fn status(args: &BenchArgs, label: &str, s: &Shared, phase: &str) {
@@ -449,8 +438,8 @@ async fn subscriber(
         }
         sse.drain(..consumed);
         if samples.len() >= FLUSH_EVERY {
-            shared.record(i, samples);
-            shared.record_storm(i, &mut during);
+            Shared::record(&shared.hist, i, samples);
+            Shared::record(&shared.storm_hist, i, &mut during);
         }
     };
     feed(&rest, &mut sse, &mut samples, &mut count);
@@ -472,8 +461,8 @@ async fn subscriber(
             .fetch_add(std::mem::take(&mut count), Ordering::Relaxed);
     }
     shared.delivered.fetch_add(count, Ordering::Relaxed);
-    shared.record(i, &mut samples);
-    shared.record_storm(i, &mut during);
+    Shared::record(&shared.hist, i, &mut samples);
+    Shared::record(&shared.storm_hist, i, &mut during);
 }
 
 /// The publish time in a frame's `data: <micros> …` line, if it has one.
@@ -633,18 +622,28 @@ async fn post(conn: &mut Option<TcpStream>, addr: SocketAddr, batch: &[(usize, S
         .iter()
         .map(|(t, body)| serde_json::json!({"topic": format!("bench/{t}"), "data": body}))
         .collect();
-    let body = serde_json::to_vec(&events).unwrap_or_default();
     if conn.is_none() {
         *conn = connect(addr, None).await.ok();
     }
     let Some(stream) = conn.as_mut() else {
         return false;
     };
+    matches!(publish(stream, addr, &events).await, Some((200, _)))
+}
+
+/// `POST /publish` of `events` (a JSON array) on a kept-alive connection;
+/// the status and the answer's body, `None` if the connection failed.
+pub(crate) async fn publish(
+    stream: &mut TcpStream,
+    addr: SocketAddr,
+    events: &[serde_json::Value],
+) -> Option<(u16, Vec<u8>)> {
+    let body = serde_json::to_vec(events).unwrap_or_default();
     let head = format!(
         "POST /publish HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
         body.len()
     );
-    round_trip(stream, &head, &body).await == Some(200)
+    round_trip_body(stream, &head, &body).await
 }
 
 /// Sends one request (`head` with its blank line, then `body`) on a
@@ -658,7 +657,7 @@ pub(crate) async fn round_trip(stream: &mut TcpStream, head: &str, body: &[u8]) 
 }
 
 /// [`round_trip`], also returning the response body.
-pub(crate) async fn round_trip_body(
+async fn round_trip_body(
     stream: &mut TcpStream,
     head: &str,
     body: &[u8],
@@ -688,7 +687,10 @@ pub(crate) async fn round_trip_body(
                 }
             }
             let status = head.get(9..12).and_then(|c| c.parse().ok())?;
-            return Some((status, buf[end + 4..end + 4 + len].to_vec()));
+            // The read buffer becomes the body: no copy.
+            buf.truncate(end + 4 + len);
+            buf.drain(..end + 4);
+            return Some((status, buf));
         }
     }
 }

@@ -56,6 +56,24 @@ pub struct Latency {
     pub max: f64,
 }
 
+impl Latency {
+    /// The percentiles of a histogram of microseconds, in milliseconds (all
+    /// zero without one, or when it is empty).
+    pub(super) fn of(hist: Option<&Histogram<u64>>) -> Latency {
+        let Some(h) = hist.filter(|h| !h.is_empty()) else {
+            return Latency::default();
+        };
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        Latency {
+            p50: ms(0.5),
+            p90: ms(0.9),
+            p99: ms(0.99),
+            p999: ms(0.999),
+            max: h.max() as f64 / 1000.0,
+        }
+    }
+}
+
 impl Run {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
@@ -72,7 +90,6 @@ impl Run {
         rss_idle: Option<u64>,
         rss_connected: Option<u64>,
     ) -> Run {
-        let ms = |q: f64| hist.map_or(0.0, |h| h.value_at_quantile(q) as f64 / 1000.0);
         Run {
             label: label.to_owned(),
             connected,
@@ -84,13 +101,7 @@ impl Run {
             publish_seconds: publish_time.as_secs_f64(),
             deliveries_per_second: delivered as f64 / elapsed.as_secs_f64().max(1e-9),
             publishes_per_second: published as f64 / publish_time.as_secs_f64().max(1e-9),
-            latency_ms: Latency {
-                p50: ms(0.5),
-                p90: ms(0.9),
-                p99: ms(0.99),
-                p999: ms(0.999),
-                max: hist.map_or(0.0, |h| h.max() as f64 / 1000.0),
-            },
+            latency_ms: Latency::of(hist),
             rss_idle_kib: rss_idle,
             rss_connected_kib: rss_connected,
             rss_per_connection_bytes: match (rss_idle, rss_connected) {

@@ -7,7 +7,7 @@
 //! up, the replayed frames per second, the live subscribers' latency while
 //! the storm lasted, and (with `--pid`) the server's peak memory.
 
-use super::client::{connect, round_trip_body, Dechunk};
+use super::client::{connect, publish, Dechunk};
 use super::report::{rss_kb, Latency};
 use super::BenchArgs;
 use hdrhistogram::Histogram;
@@ -71,21 +71,6 @@ struct Counts {
     hist: Mutex<Option<Histogram<u64>>>,
 }
 
-/// Percentiles of a histogram in milliseconds (all zero when it is empty).
-pub(crate) fn latency(h: &Histogram<u64>) -> Latency {
-    if h.is_empty() {
-        return Latency::default();
-    }
-    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-    Latency {
-        p50: ms(0.5),
-        p90: ms(0.9),
-        p99: ms(0.99),
-        p999: ms(0.999),
-        max: h.max() as f64 / 1000.0,
-    }
-}
-
 /// Publishes `behind` events to [`TOPIC`] on `addr`; returns the id just
 /// before the first of them (the storm's `Last-Event-ID`).
 pub async fn fill(addr: SocketAddr, behind: u64, size: usize) -> Result<u64, String> {
@@ -100,12 +85,7 @@ pub async fn fill(addr: SocketAddr, behind: u64, size: usize) -> Result<u64, Str
         let events: Vec<serde_json::Value> = (0..n)
             .map(|_| serde_json::json!({"topic": TOPIC, "data": pad}))
             .collect();
-        let body = serde_json::to_vec(&events).unwrap_or_default();
-        let head = format!(
-            "POST /publish HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-            body.len()
-        );
-        let (status, reply) = round_trip_body(&mut conn, &head, &body)
+        let (status, reply) = publish(&mut conn, addr, &events)
             .await
             .ok_or_else(|| format!("storm: publishing to {TOPIC} failed: connection lost"))?;
         if status != 200 {
@@ -213,7 +193,7 @@ pub async fn run(
         .hist
         .lock()
         .ok()
-        .and_then(|h| h.as_ref().map(latency))
+        .map(|h| Latency::of(h.as_ref()))
         .unwrap_or_default();
     let run = StormRun {
         streams: n as u64,
