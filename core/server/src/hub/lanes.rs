@@ -38,31 +38,26 @@ impl Lanes {
     /// lane that is full makes its subscribers catch up from the log.
     pub(super) fn dispatch(&self, events: &[Arc<Event>], groups: impl Iterator<Item = GroupWork>) {
         let shared: Arc<[Arc<Event>]> = events.into();
-        let mut by_route: HashMap<Arc<str>, LaneJob> = HashMap::new();
-        // Groups come mostly route after route: the last route's job is
-        // found without hashing its name again.
-        let mut last: Option<(Arc<str>, LaneJob)> = None;
+        // One job per route with filters: a handful at most, so a list
+        // searched by name (the route of the previous group, most often)
+        // rather than a map hashing the name once per group.
+        let mut by_route: Vec<(Arc<str>, LaneJob)> = Vec::new();
         for (g, subs) in groups {
-            let Some(route) = subs.first().map(|(s, _)| s.route.clone()) else {
+            let Some(route) = subs.first().map(|(s, _)| &s.route) else {
                 continue;
             };
-            match &mut last {
-                Some((r, job)) if *r == route => job.groups.push((g, subs)),
-                _ => {
-                    if let Some((r, job)) = last.take() {
-                        by_route.insert(r, job);
-                    }
-                    let mut job = by_route.remove(&route).unwrap_or_else(|| LaneJob {
+            let at = match by_route.iter().rposition(|(r, _)| r == route) {
+                Some(at) => at,
+                None => {
+                    let job = LaneJob {
                         events: shared.clone(),
                         groups: Vec::new(),
-                    });
-                    job.groups.push((g, subs));
-                    last = Some((route, job));
+                    };
+                    by_route.push((route.clone(), job));
+                    by_route.len() - 1
                 }
-            }
-        }
-        if let Some((r, job)) = last {
-            by_route.insert(r, job);
+            };
+            by_route[at].1.groups.push((g, subs));
         }
         let mut lanes = self.senders.lock().unwrap_or_else(|e| e.into_inner());
         for (route, job) in by_route {
