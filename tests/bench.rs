@@ -86,6 +86,9 @@ async fn bench_storm_replays_every_missed_event_to_every_stream() {
         "{table}"
     );
     assert!(s.rss_peak_kib.is_some(), "{table}");
+    // The live subscribers kept receiving while it lasted, and were timed.
+    assert!(s.live_during_ms.max > 0.0, "{table}");
+    assert!(table.contains("storm: live latency during it"), "{table}");
     server.stop().await;
 }
 
