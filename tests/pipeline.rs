@@ -120,7 +120,7 @@ filters = ["lenient"]
     let mut plain = server.sse("/events?topic=t", &[]).await;
     plain.connected().await;
 
-    for round in 0..2 {
+    for round in 0..2u64 {
         server
             .publish(json!([{"topic": "t", "data": round}, {"topic": "t", "data": round + 10}]))
             .await;
@@ -133,9 +133,19 @@ filters = ["lenient"]
             lenient.data(2).await,
             [round.to_string(), (round + 10).to_string()]
         );
+        // Each failing plugin failed this round's call (a fresh instance
+        // every time). Waiting for it before the next publish keeps the
+        // rounds apart: a lane that is still busy merges queued rounds into
+        // one call, which would leave fewer calls than rounds.
+        wait_stats(server.addr, |s| {
+            ["spin", "bomb", "trap", "garbage"]
+                .iter()
+                .all(|p| plugin_stat(s, p, "calls") > round && plugin_stat(s, p, "errors") > round)
+        })
+        .await;
     }
-    // Each failing plugin failed each batch (a fresh instance every time)
-    // and its subscribers got nothing (on_error = "drop").
+    // Every failing call was counted, and the failing plugins' subscribers
+    // got nothing (on_error = "drop").
     let stats = wait_stats(server.addr, |s| {
         ["spin", "bomb", "trap", "garbage"]
             .iter()
