@@ -13,9 +13,10 @@
 //!   read — one scan, one rendered chunk, one copy of its bytes (`Bytes` is
 //!   reference-counted) — whether they ask while it runs or within [`KEEP`]
 //!   of its start (in cluster mode only while it runs: another node's
-//!   erase could not make this one forget). The user does not split the read: a shared chunk
-//!   notes which of its frames are addressed to one user (`to`), and only a
-//!   chunk that holds such frames is copied, per user, without the others'.
+//!   erase could not make this one forget). The user does not split the
+//!   read: a shared chunk notes which of its frames are addressed to one
+//!   user (`to`), and only a chunk that holds such frames is copied, per
+//!   user, without the others'.
 //!
 //! A read goes up to the log's head when it starts (at most [`SCAN`] records
 //! and [`CHUNK_BYTES`] of frames), which may be past a stream's own target:

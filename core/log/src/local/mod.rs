@@ -883,29 +883,30 @@ fn commit(shared: &Shared, jobs: &mut [Job]) -> Committed {
     // sled's IO threads write buffers out on their own, so a crash between
     // two separate batches could keep an event and lose its key, and a
     // retry (a redelivered broker message) would then store it twice.
-    let mut batch = sled::Batch::default();
-    if blocks.len() > 1 || !fresh_keys.is_empty() {
-        for (key, value) in blocks.drain(..) {
-            batch.insert(&key, value);
-        }
-    }
-    let stored = if let Some((key, value)) = blocks.pop() {
-        shared
+    let stored = match blocks.as_slice() {
+        [(key, value)] if fresh_keys.is_empty() => shared
             .events
-            .insert(key, value)
+            .insert(key, value.as_slice())
             .map(|_| ())
-            .map_err(|e| e.to_string())
-    } else if fresh_keys.is_empty() {
-        shared.events.apply_batch(batch).map_err(|e| e.to_string())
-    } else {
-        use sled::Transactional;
-        (&shared.events, &shared.dedupe)
-            .transaction(|(events, dedupe)| {
-                events.apply_batch(&batch)?;
-                dedupe.apply_batch(&dedupe_batch)?;
-                Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
-            })
-            .map_err(|e| format!("{e:?}"))
+            .map_err(|e| e.to_string()),
+        _ => {
+            let mut batch = sled::Batch::default();
+            for (key, value) in blocks {
+                batch.insert(&key, value);
+            }
+            if fresh_keys.is_empty() {
+                shared.events.apply_batch(batch).map_err(|e| e.to_string())
+            } else {
+                use sled::Transactional;
+                (&shared.events, &shared.dedupe)
+                    .transaction(|(events, dedupe)| {
+                        events.apply_batch(&batch)?;
+                        dedupe.apply_batch(&dedupe_batch)?;
+                        Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+                    })
+                    .map_err(|e| format!("{e:?}"))
+            }
+        }
     };
     if let Err(msg) = stored {
         let results = results
@@ -971,6 +972,18 @@ mod tests {
         }
     }
 
+    /// A fan-out sink that records the ids it is handed, in order.
+    fn id_sink() -> (Arc<Mutex<Vec<u64>>>, Sink) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink: Sink = {
+            let seen = seen.clone();
+            Arc::new(move |events: &[Arc<Event>]| {
+                seen.lock().unwrap().extend(events.iter().map(|e| e.id));
+            })
+        };
+        (seen, sink)
+    }
+
     /// Opens a log whose fan-out goes nowhere.
     fn open_quiet(dir: &std::path::Path, fsync: Fsync) -> SledLog {
         open_with_sink(dir, fsync, Arc::new(|_: &[Arc<Event>]| {})).0
@@ -1006,13 +1019,7 @@ mod tests {
     #[tokio::test]
     async fn ids_increase_and_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let sink: Sink = {
-            let seen = seen.clone();
-            Arc::new(move |evs: &[Arc<Event>]| {
-                seen.lock().unwrap().extend(evs.iter().map(|e| e.id));
-            })
-        };
+        let (seen, sink) = id_sink();
         let (log, fanout) = open_with_sink(dir.path(), Fsync::Always, sink);
         assert_eq!(
             log.append(vec![ev("a", "1", None), ev("b", "2", None)])
@@ -1415,13 +1422,7 @@ mod tests {
     async fn concurrent_appends_are_all_committed_in_order() {
         for fsync in [Fsync::Batch, Fsync::Never, Fsync::Always] {
             let dir = tempfile::tempdir().unwrap();
-            let seen = Arc::new(Mutex::new(Vec::new()));
-            let sink: Sink = {
-                let seen = seen.clone();
-                Arc::new(move |events: &[Arc<Event>]| {
-                    seen.lock().unwrap().extend(events.iter().map(|e| e.id));
-                })
-            };
+            let (seen, sink) = id_sink();
             let (log, _fanout) = open_with_sink(dir.path(), fsync, sink);
             let log = Arc::new(log);
             let mut tasks = Vec::new();
