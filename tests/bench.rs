@@ -202,14 +202,15 @@ async fn bench_via_a_broker_delivers_every_event() {
 }
 
 /// `--publish-only`: publishers only, one event per request; every
-/// acknowledged publish is in the log.
+/// acknowledged publish is in the log. `--baseline` runs the same load
+/// against the publish floor and reports the ratio.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_publish_only_counts_acknowledged_publishes() {
     let server = Server::start(|_| {}).await;
     let mut a = args(format!("http://{}", server.addr));
     a.publish_only = true;
     a.subscribers = 0;
-    a.baseline = false;
+    a.baseline = true;
     a.publishers = 4;
     a.duration = Duration::from_millis(500);
     let report = run(a).await.unwrap();
@@ -222,5 +223,11 @@ async fn bench_publish_only_counts_acknowledged_publishes() {
         "{table}"
     );
     assert_eq!(server.app.log.count(), r.published, "{table}");
+    let floor = report.baseline.as_ref().expect("a floor run");
+    assert_eq!(floor.label, "floor", "{table}");
+    assert_eq!(floor.errors, 0, "{table}");
+    assert!(floor.published > 0, "{table}");
+    assert!(report.hub_vs_raw.is_some_and(|x| x > 0.0), "{table}");
+    assert!(table.contains("spout / floor publishes/s: "), "{table}");
     server.stop().await;
 }

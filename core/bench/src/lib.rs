@@ -6,13 +6,16 @@
 //! deliveries per second and publish→deliver latency (HDR histogram).
 //! `--baseline` runs the same fan-out against a built-in raw writer (a tokio
 //! TCP server writing the same SSE bytes, no log, no routing) in the same
-//! run, so every report carries "Spout / raw".
+//! run, so every report carries "Spout / raw". With `--publish-only` it
+//! runs the same publishes against the publish floor instead (hyper
+//! answering each POST, no log): "Spout / floor".
 //!
 //! A crate of its own, outside the server's layers: it speaks HTTP and SSE
 //! to any hub over sockets and imports none of Spout's crates.
 
 mod baseline;
 mod client;
+mod floor;
 mod report;
 mod storm;
 
@@ -80,7 +83,9 @@ pub struct BenchArgs {
     /// Report this process's resident memory (a local server's pid).
     #[arg(long)]
     pub pid: Option<u32>,
-    /// Also run the same load against the built-in raw-socket writer.
+    /// Also run the same load against the built-in raw-socket writer
+    /// (with `--publish-only`: against the publish floor, a bare hyper
+    /// server that answers each POST and stores nothing).
     #[arg(long)]
     pub baseline: bool,
     /// Print the report as JSON on stdout.
@@ -133,7 +138,7 @@ pub enum BenchError {
     #[error("{0}")]
     Args(String),
     /// The baseline server could not start.
-    #[error("cannot start the raw baseline: {0}")]
+    #[error("cannot start the baseline server: {0}")]
     Baseline(std::io::Error),
 }
 
@@ -235,7 +240,13 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
     if args.publish_only {
         let label = if args.nchan { "nchan" } else { "spout" };
         let hub = ingest::measure(&args, target, label).await;
-        return Ok(Report::new(&args, hub, None, warnings));
+        let floor = if args.baseline {
+            let floor = floor::Floor::start().map_err(BenchError::Baseline)?;
+            Some(ingest::measure(&args, floor.addr, "floor").await)
+        } else {
+            None
+        };
+        return Ok(Report::new(&args, hub, floor, warnings));
     }
     let from = sources(&args, target);
     let nodes = args.nodes()?;

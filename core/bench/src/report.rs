@@ -5,10 +5,11 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use std::time::Duration;
 
-/// One measurement (against the hub, or against the raw baseline).
+/// One measurement (against the hub, or against the raw baseline or the
+/// publish floor).
 #[derive(Debug, Clone, Serialize)]
 pub struct Run {
-    /// `spout` or `raw`.
+    /// `spout`, `nchan`, `raw` or `floor`.
     pub label: String,
     /// Connections that got a `200` event stream.
     pub connected: u64,
@@ -130,9 +131,11 @@ pub struct Report {
     pub duration_seconds: f64,
     /// The hub's run.
     pub hub: Run,
-    /// The raw baseline's run, with `--baseline`.
+    /// The raw baseline's run (the publish floor's with `--publish-only`),
+    /// with `--baseline`.
     pub baseline: Option<Run>,
-    /// Hub deliveries/s ÷ raw deliveries/s.
+    /// Hub deliveries/s ÷ raw deliveries/s (with `--publish-only`: hub
+    /// publishes/s ÷ the publish floor's).
     pub hub_vs_raw: Option<f64>,
     /// Limits that capped the run.
     pub warnings: Vec<String>,
@@ -145,10 +148,18 @@ impl Report {
         baseline: Option<Run>,
         warnings: Vec<String>,
     ) -> Report {
+        // Publish-only runs compare publishes/s (nothing is delivered).
+        let rate = |r: &Run| {
+            if args.publish_only {
+                r.publishes_per_second
+            } else {
+                r.deliveries_per_second
+            }
+        };
         let hub_vs_raw = baseline
             .as_ref()
-            .filter(|b| b.deliveries_per_second > 0.0)
-            .map(|b| hub.deliveries_per_second / b.deliveries_per_second);
+            .filter(|b| rate(b) > 0.0)
+            .map(|b| rate(&hub) / rate(b));
         Report {
             subscribers: args.subscribers,
             topics: args.topics,
@@ -222,8 +233,16 @@ impl Report {
                 ));
             }
         }
-        if let Some(ratio) = self.hub_vs_raw {
-            out.push_str(&format!("\nspout / raw deliveries/s: {ratio:.2}\n"));
+        if let (Some(ratio), Some(b)) = (self.hub_vs_raw, &self.baseline) {
+            let what = if b.deliveries_per_second > 0.0 {
+                "deliveries/s"
+            } else {
+                "publishes/s"
+            };
+            out.push_str(&format!(
+                "\n{} / {} {what}: {ratio:.2}\n",
+                self.hub.label, b.label
+            ));
         }
         for w in &self.warnings {
             out.push_str(&format!("warning: {w}\n"));
