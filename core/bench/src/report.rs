@@ -137,6 +137,8 @@ pub struct Report {
     /// Hub deliveries/s ÷ raw deliveries/s (with `--publish-only`: hub
     /// publishes/s ÷ the publish floor's).
     pub hub_vs_raw: Option<f64>,
+    /// What `hub_vs_raw` compares: `deliveries/s` or `publishes/s`.
+    pub compared: &'static str,
     /// Limits that capped the run.
     pub warnings: Vec<String>,
 }
@@ -149,12 +151,10 @@ impl Report {
         warnings: Vec<String>,
     ) -> Report {
         // Publish-only runs compare publishes/s (nothing is delivered).
-        let rate = |r: &Run| {
-            if args.publish_only {
-                r.publishes_per_second
-            } else {
-                r.deliveries_per_second
-            }
+        let (compared, rate): (_, fn(&Run) -> f64) = if args.publish_only {
+            ("publishes/s", |r| r.publishes_per_second)
+        } else {
+            ("deliveries/s", |r| r.deliveries_per_second)
         };
         let hub_vs_raw = baseline
             .as_ref()
@@ -170,6 +170,7 @@ impl Report {
             hub,
             baseline,
             hub_vs_raw,
+            compared,
             warnings,
         }
     }
@@ -234,14 +235,9 @@ impl Report {
             }
         }
         if let (Some(ratio), Some(b)) = (self.hub_vs_raw, &self.baseline) {
-            let what = if b.deliveries_per_second > 0.0 {
-                "deliveries/s"
-            } else {
-                "publishes/s"
-            };
             out.push_str(&format!(
-                "\n{} / {} {what}: {ratio:.2}\n",
-                self.hub.label, b.label
+                "\n{} / {} {}: {ratio:.2}\n",
+                self.hub.label, b.label, self.compared
             ));
         }
         for w in &self.warnings {
