@@ -883,29 +883,33 @@ fn commit(shared: &Shared, jobs: &mut [Job]) -> Committed {
     // sled's IO threads write buffers out on their own, so a crash between
     // two separate batches could keep an event and lose its key, and a
     // retry (a redelivered broker message) would then store it twice.
-    let stored = match blocks.as_slice() {
-        [(key, value)] if fresh_keys.is_empty() => shared
+    let batch_of = |blocks: &[([u8; 8], Vec<u8>)]| {
+        let mut batch = sled::Batch::default();
+        for (key, value) in blocks {
+            batch.insert(&key[..], value.as_slice());
+        }
+        batch
+    };
+    let stored = match (blocks.as_slice(), fresh_keys.is_empty()) {
+        ([(key, value)], true) => shared
             .events
             .insert(key, value.as_slice())
             .map(|_| ())
             .map_err(|e| e.to_string()),
-        _ => {
-            let mut batch = sled::Batch::default();
-            for (key, value) in blocks {
-                batch.insert(&key, value);
-            }
-            if fresh_keys.is_empty() {
-                shared.events.apply_batch(batch).map_err(|e| e.to_string())
-            } else {
-                use sled::Transactional;
-                (&shared.events, &shared.dedupe)
-                    .transaction(|(events, dedupe)| {
-                        events.apply_batch(&batch)?;
-                        dedupe.apply_batch(&dedupe_batch)?;
-                        Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
-                    })
-                    .map_err(|e| format!("{e:?}"))
-            }
+        (blocks, true) => shared
+            .events
+            .apply_batch(batch_of(blocks))
+            .map_err(|e| e.to_string()),
+        (blocks, false) => {
+            use sled::Transactional;
+            let batch = batch_of(blocks);
+            (&shared.events, &shared.dedupe)
+                .transaction(|(events, dedupe)| {
+                    events.apply_batch(&batch)?;
+                    dedupe.apply_batch(&dedupe_batch)?;
+                    Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+                })
+                .map_err(|e| format!("{e:?}"))
         }
     };
     if let Err(msg) = stored {
